@@ -1,0 +1,1 @@
+"""RAFS (Nydus) on-disk formats: bootstraps (v5, v6) and data blobs."""
