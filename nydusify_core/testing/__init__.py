@@ -1,0 +1,8 @@
+"""The nydusify test kit: a pytest plugin for nydusify and its plugins.
+
+Opt in explicitly from a conftest (`pytest_plugins = ["nydusify_core.testing"]`); it is not
+a `pytest11` entry point, so it never loads into unrelated test runs.
+"""
+
+from nydusify_core.testing.images import *  # noqa: F401,F403  (fixtures)
+from nydusify_core.testing.servers import *  # noqa: F401,F403  (fixtures)

@@ -1,0 +1,3 @@
+"""Local OCI test images for tests."""
+
+__all__: list[str] = []
