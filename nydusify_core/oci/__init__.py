@@ -1,0 +1,1 @@
+"""OCI image pieces: media types, descriptors, image layouts."""

@@ -1,0 +1,99 @@
+"""What a plugin's components must provide: sources, targets, layer builders, storage backends.
+
+These are structural (`typing.Protocol`) so plugins need not inherit from anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Iterator, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from nydusify_core.oci.descriptor import Descriptor
+    from nydusify_core.types import BuildOptions, BuiltLayer
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A readable image: an index or manifest plus the blobs it names."""
+
+    ref: str
+
+    def resolve(self) -> "Descriptor":
+        """Descriptor of the image's root: an index or a manifest."""
+
+    def fetch(self, desc: "Descriptor") -> bytes:
+        """Small content (manifest, index, config), digest-verified."""
+
+    def open_blob(self, desc: "Descriptor") -> IO[bytes]:
+        """A stream of a (layer) blob; the caller verifies its digest while reading."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Target(Protocol):
+    """Where converted images are written: blobs first, then manifests, then the tag."""
+
+    ref: str
+
+    def has_blob(self, desc: "Descriptor") -> bool: ...
+
+    def push_blob(self, desc: "Descriptor", stream: IO[bytes]) -> None:
+        """Store a blob whose digest and size `desc` promises; must verify both."""
+
+    def push_manifest(self, desc: "Descriptor", data: bytes, *, tag: str | None = None) -> None:
+        """Store a manifest or index; with `tag`, make the reference point at it."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class StorageBackend(Protocol):
+    """Where Nydus data blobs live (registry, object storage, local directory).
+
+    Blob ids are 64 lowercase hex digits. Writes are all-or-nothing: a blob is either
+    absent or complete, so `exists` never reports a half-written object.
+    """
+
+    type: str
+
+    def exists(self, blob_id: str) -> bool: ...
+
+    def size(self, blob_id: str) -> int:
+        """Raise `NotFoundError` when absent."""
+
+    def put(self, blob_id: str, path: Path, *, force: bool = False) -> None:
+        """Upload the file at `path`; skip when present unless `force`."""
+
+    def open(self, blob_id: str) -> IO[bytes]:
+        """A stream of the whole blob."""
+
+    def read_range(self, blob_id: str, offset: int, length: int) -> bytes:
+        """Exactly `length` bytes at `offset`, or `IntegrityError` when short."""
+
+    def delete(self, blob_id: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class LayerBuilder(Protocol):
+    """Turns a layer's tar stream, or a directory, into RAFS artifacts, and merges them."""
+
+    name: str
+
+    def build_tar(self, stream: IO[bytes], work_dir: Path, options: "BuildOptions") -> "BuiltLayer": ...
+
+    def build_dir(self, source_dir: Path, work_dir: Path, options: "BuildOptions") -> "BuiltLayer": ...
+
+    def merge(self, layers: list["BuiltLayer"], output: Path, options: "BuildOptions") -> Path:
+        """Merge per-layer bootstraps (lowest first) into one bootstrap at `output`."""
+
+
+def iter_file(stream: IO[bytes], bufsize: int = 1 << 20) -> Iterator[bytes]:
+    while True:
+        block = stream.read(bufsize)
+        if not block:
+            return
+        yield block
