@@ -31,27 +31,25 @@ def get_plugins(ctx: click.Context) -> NydusifyPlugins:
 
 
 class PluginGroup(click.Group):
-    """A group whose plugin-provided subcommands are added on first lookup (Flask's lazy group)."""
+    """A group whose plugin-provided subcommands are collected on first lookup, per invocation
+    (Flask's lazy group), so the module-level group is never mutated by plugins."""
 
-    def _load(self, ctx: click.Context) -> None:
-        if getattr(self, "_plugins_loaded", False):
-            return
-        self._plugins_loaded = True
-        try:
-            get_plugins(ctx).register_commands(self)
-        except NydusifyError as exc:
-            log.warning("plugin commands unavailable: %s", exc)
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        obj = ctx.find_root().ensure_object(dict)
+        if "plugin_commands" not in obj:
+            collector = click.Group("plugins")
+            try:
+                get_plugins(ctx).register_commands(collector)
+            except NydusifyError as exc:
+                log.warning("plugin commands unavailable: %s", exc)
+            obj["plugin_commands"] = {n: c for n, c in collector.commands.items() if n not in self.commands}
+        return obj["plugin_commands"]
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        self._load(ctx)
-        return super().list_commands(ctx)
+        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        command = super().get_command(ctx, name)
-        if command is None:
-            self._load(ctx)
-            command = super().get_command(ctx, name)
-        return command
+        return super().get_command(ctx, name) or self._plugin_commands(ctx).get(name)
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -106,8 +104,12 @@ def main(argv: list[str] | None = None) -> Any:
     except click.Abort:
         click.echo("nydusify: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "nydusify"
+        click.echo(f"nydusify: error: {_one_line(Exception(exc.format_message()))} (try '{path} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"nydusify: error: {_one_line(Exception(exc.format_message()))}", err=True)
         sys.exit(exc.exit_code)
     except NydusifyError as exc:
         if debug:

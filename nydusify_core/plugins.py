@@ -83,6 +83,8 @@ class NydusifyPlugins:
         found: dict[str, tuple[S, str]] = {}
         for impl in hook.get_hookimpls():
             provider = self._plugin_label(impl.plugin_name)
+            # called one by one to know the provider of each record; traced like pm.hook calls
+            self.pm.trace.root.get("hook")(f"{hook_name} [{provider}]")
             try:
                 records = impl.function() or ()
                 records = list(records)

@@ -1,8 +1,11 @@
 """The nydusify test kit: a pytest plugin for nydusify and its plugins.
 
 Opt in explicitly from a conftest (`pytest_plugins = ["nydusify_core.testing"]`); it is not
-a `pytest11` entry point, so it never loads into unrelated test runs.
+a `pytest11` entry point, so it never loads into unrelated test runs. It provides fresh
+plugin managers, real servers on loopback (registry, S3), local OCI test images, and the
+`BackendContract` suite (`nydusify_core.testing.backend_contract`).
 """
 
 from nydusify_core.testing.images import *  # noqa: F401,F403  (fixtures)
+from nydusify_core.testing.plugins import *  # noqa: F401,F403  (fixtures)
 from nydusify_core.testing.servers import *  # noqa: F401,F403  (fixtures)
