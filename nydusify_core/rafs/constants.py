@@ -144,3 +144,39 @@ XATTR_INDEX_PREFIX = {index: prefix for prefix, index in XATTR_PREFIXES}
 # --- OCI whiteouts --------------------------------------------------------------------
 WHITEOUT_PREFIX = b".wh."
 WHITEOUT_OPAQUE = b".wh..wh..opq"
+
+# --- RAFS v6 writer/reader details (rafs-format.md §3) --------------------------------
+EROFS_I_VERSION_EXTENDED = 0x1  # bit 0 of i_format: 64-byte inode
+EROFS_I_DATALAYOUT_SHIFT = 1
+EROFS_I_DATALAYOUT_MASK = 0x7
+EROFS_CHUNK_FORMAT_BLKBITS_MASK = 0x1F
+EROFS_NAME_LEN = 255
+EROFS_NULL_ADDR = 0xFFFFFFFF
+EROFS_XATTR_ENTRY_HEADER_SIZE = 4  # u8 name_len, u8 name_index, u16 value_size
+EROFS_XATTR_ALIGN = 4
+V6_DEVT_SLOTOFF = V6_DEVTABLE_OFFSET // V6_DEVICE_SLOT_SIZE  # 11
+V6_DOT_DIRENTS_SIZE = 2 * V6_DIRENT_SIZE + 3  # "." and ".." with their names
+V6_PREFETCH_ENTRY_SIZE = 4
+V6_CHUNK_INDEX_ALIGN = 8
+V6_MAX_BLOBS = 255  # the device id is one byte (0 = the bootstrap itself)
+V6_LEGACY_SB_BLOCKS = 4096  # s_blocks value written by old builders without blobs
+V6_MAX_CHUNK_BITS = 31 + 12  # 5-bit chunk-size field above the 4 KiB block
+V6_MAPPED_BLKADDR_MODES = ("aligned", "zero")
+V6_DEFAULT_MAPPED_BLKADDR = "aligned"
+V6_ROOT_INO_DIRECTORY_BUILDER = 0  # i_ino of the root written by the directory builder
+V6_MAX_DEPTH = 2048  # readers refuse deeper trees (PATH_MAX/2 one-byte components)
+
+# --- RAFS v5 writer/reader details (rafs-format.md §4) --------------------------------
+V5_ALIGNMENT = 8  # tables and inode records are 8-byte aligned
+V5_INODE_TABLE_SHIFT = 3  # inode table values are byte offsets divided by 8
+V5_INODE_TABLE_MAX_VALUE = 1 << 29
+V5_ROOT_INDEX = 1
+V5_ROOT_NAME = b"/"
+V5_DIRENT_PSEUDO_OVERHEAD = 8  # directory pseudo size: align(sum(len(name) + 8), 4096)
+V5_BLOB_ENTRY_HEADER_SIZE = 8  # u32 readahead_offset, u32 readahead_size before each id
+V5_XATTR_HEADER_SIZE = 8  # u64 payload size of the xattr block
+V5_XATTR_PAIR_HEADER_SIZE = 4  # u32 pair size before each name\0value pair
+V5_PREFETCH_ENTRY_SIZE = 4
+V5_TAR_NO_RDEV = 0xFFFFFFFF  # i_rdev of non-devices written by the tar builder
+V5_MAX_DEPTH = 2048  # readers refuse deeper trees
+STAT_BLOCK_SIZE = 512  # unit of i_blocks

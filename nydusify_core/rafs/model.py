@@ -81,6 +81,9 @@ class Node:
     xattrs: dict[bytes, bytes] = field(default_factory=dict)
     chunks: list[ChunkInfo] = field(default_factory=list)
     children: list["Node"] = field(default_factory=list)
+    # Absolute path of an earlier path this node is a hard link of (tar hardlink entries,
+    # v5 readers); lets a merge join a hardlink added in an upper layer to a lower file.
+    hardlink_to: bytes | None = None
 
     def is_dir(self) -> bool:
         return stat.S_ISDIR(self.mode)
