@@ -88,6 +88,15 @@ def plugins_command(ctx: click.Context, show_all: bool, hook: str | None, as_jso
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths)) + "  " + str(row[4]))
 
 
+def _add_builtin_commands() -> None:
+    from nydusify_core.commands.inspect import inspect_command
+
+    cli.add_command(inspect_command)
+
+
+_add_builtin_commands()
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return redact(" ".join(text.split()))

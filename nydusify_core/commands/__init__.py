@@ -1,0 +1,1 @@
+"""The built-in subcommands of `nydusify`, one module each."""
