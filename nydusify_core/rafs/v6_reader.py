@@ -467,6 +467,7 @@ class RafsV6Reader:
         """Materialise the whole tree as model records."""
         nodes: list[Node] = []
         first_path: dict[int, bytes] = {}
+        first_by_ino: dict[int, bytes] = {}
         chunk_cache: dict[int, list[ChunkInfo]] = {}
         root: Node | None = None
         for pseq, _, path, name, ino in self._walk():
@@ -483,6 +484,10 @@ class RafsV6Reader:
                 xattrs=self.xattrs(ino), chunks=chunks,
             )
             first_path.setdefault(ino.nid, path)
+            if ino.ino and not ino.is_dir():
+                linked = first_by_ino.setdefault(ino.ino, path)
+                if linked != path:
+                    node.hardlink_to = linked
             if pseq < 0:
                 root = node
             else:

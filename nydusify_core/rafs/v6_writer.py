@@ -212,8 +212,8 @@ class _Writer:
             if fmt == _S_IFDIR:
                 nlink[i] = 2 + sum(1 for k in range(kid_start[i], kid_end[i]) if nodes[k].mode & _S_IFMT == _S_IFDIR)
                 continue
-            if node.ino:
-                groups.setdefault(node.ino, []).append(i)
+            if node.ino or node.hardlink_to is not None:
+                groups.setdefault(node.ino or -i, []).append(i)
             if fmt == _S_IFREG:
                 size[i] = node.size
                 nchunks = -(-node.size // cs)
@@ -228,7 +228,7 @@ class _Writer:
                 if node.symlink is None:
                     raise FormatError(f"symlink {node.name!r} has no target")
                 size[i] = len(node.symlink)
-        for members in groups.values():
+        for members in self.hardlink_groups(groups):
             if len(members) > 1:
                 head = members[0]
                 for m in members:
@@ -312,6 +312,35 @@ class _Writer:
         self.ino, self.nlink, self.first, self.xattr, self.isz, self.size = ino, nlink, first, xattr, isz, size
         self.dir_entries, self.dir_starts = dir_entries, dir_starts
         self.off, self.doff, self.layout, self.meta_end = off, doff, layout, cursor
+
+    def hardlink_groups(self, by_ino: dict[int, list[int]]) -> list[list[int]]:
+        """Merge the `ino` groups with `hardlink_to` links; members in node-index order."""
+        nodes = self.nodes
+        group: dict[int, int] = {}
+
+        def find(i: int) -> int:
+            while group.get(i, i) != i:
+                i = group[i]
+            return i
+
+        for members in by_ino.values():
+            for m in members[1:]:
+                group[find(m)] = find(members[0])
+        for members in by_ino.values():
+            for m in members:
+                target = nodes[m].hardlink_to
+                if target is None:
+                    continue
+                t = self.resolve(b"/" + b"/".join(c for c in target.split(b"/") if c))
+                if t is not None and t != m and nodes[t].mode & _S_IFMT != _S_IFDIR:
+                    a, b = find(m), find(t)
+                    if a != b:
+                        group[max(a, b)] = min(a, b)
+        merged: dict[int, list[int]] = {}
+        for members in by_ino.values():
+            for m in members:
+                merged.setdefault(find(m), []).append(m)
+        return [sorted(v) for v in merged.values()]
 
     # -- prefetch (§3.6) ------------------------------------------------------------------
     def prefetch_patterns(self) -> list[bytes]:
