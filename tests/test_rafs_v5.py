@@ -331,6 +331,25 @@ def test_writer_rejects_unrepresentable_trees() -> None:
         write_v5(Bootstrap(version=5, root=d(b"/", f(b"a", xattrs={b"bogus.name": b"1"}))))
 
 
+def chain(depth: int) -> Bootstrap:
+    root = d(b"/")
+    cur = root
+    for _ in range(depth):
+        cur.children = [d(b"d")]
+        cur = cur.children[0]
+    return Bootstrap(version=5, root=root)
+
+
+def test_deep_tree_round_trips_without_recursion() -> None:
+    back = read_v5(write_v5(chain(2000)))
+    assert sum(1 for _ in back.walk()) == 2001
+
+
+def test_too_deep_tree_is_refused() -> None:
+    with pytest.raises(FormatError, match="deeper"):
+        write_v5(chain(C.V5_MAX_DEPTH + 1))
+
+
 # --- hostile input -----------------------------------------------------------------------
 
 

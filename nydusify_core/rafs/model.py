@@ -108,12 +108,17 @@ class Node:
         return None
 
     def walk(self, prefix: bytes = b"") -> Iterator[tuple[bytes, "Node"]]:
-        """Pre-order walk yielding (absolute path, node); the root's path is b"/"."""
+        """Pre-order walk yielding (absolute path, node); the root's path is b"/".
+
+        Iterative, so trees as deep as the readers accept do not hit the recursion limit.
+        """
         path = b"/" if not prefix and self.name == b"/" else prefix + b"/" + self.name
-        yield path, self
-        base = b"" if path == b"/" else path
-        for c in self.children:
-            yield from c.walk(base)
+        stack: list[tuple[bytes, Node]] = [(path, self)]
+        while stack:
+            path, node = stack.pop()
+            yield path, node
+            base = b"" if path == b"/" else path
+            stack.extend((base + b"/" + c.name, c) for c in reversed(node.children))
 
 
 @dataclass
