@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import stat
 import struct
@@ -187,10 +188,6 @@ def populate_everything(tb: TreeBuilder, long_symlink: bool = True) -> None:
     tb.file(path + b"/bottom", b"bottom of the tree")
 
 
-def _xattr_count(node: Node) -> int:
-    return len(node.xattrs)
-
-
 def view(bs: Bootstrap) -> dict[bytes, tuple]:
     """Everything a reader must give back, path by path (dir sizes and i_ino are layout)."""
     out = {}
@@ -255,21 +252,30 @@ def test_fixture_tree_is_read() -> None:
     assert sync.chunks[0].digest.hex().startswith("8124") and sync.chunks[0].uncompressed_offset == 0x5000
 
 
+def _dump_inode(tool: str, devices: list[Path], image: Path, path: str) -> dict[str, int]:
+    out = subprocess.run([tool, *(f"--device={d}" for d in devices), f"--path={path}", str(image)],
+                         capture_output=True, text=True, check=True).stdout
+    fields = dict(re.findall(r"(NID|Links|Layout|Size|Xattr size): (\d+)", out))
+    return {k: int(v) for k, v in fields.items()}
+
+
 def test_fixture_agrees_with_dump_erofs() -> None:
     _need_fixture()
     tool = _need_tool("dump.erofs")
     out = subprocess.run([tool, f"--device={FIXTURE_BLOB}", "-s", "-S", str(FIXTURE_BOOT)],
                          capture_output=True, text=True, check=True).stdout
     reader = RafsV6Reader(FIXTURE_BOOT.read_bytes())
-    assert f"Filesystem root nid:                          {reader.root_nid}" in out
-    assert f"Filesystem inode count:                       {reader.inos}" in out
+    assert re.search(rf"root nid:\s+{reader.root_nid}\n", out)
+    assert re.search(rf"inode count:\s+{reader.inos}\n", out)
     assert "chunked_file device_table" in out
-    for name in (b"lib.rs", b"sync_io.rs"):
-        ino = reader.lookup(b"/" + name)
-        info = subprocess.run([tool, f"--device={FIXTURE_BLOB}", f"--path=/{name.decode()}", str(FIXTURE_BOOT)],
-                              capture_output=True, text=True, check=True).stdout
-        assert f"NID: {ino.nid}" in info.replace("\t", " ").replace("  ", " ") or f"{ino.nid}" in info
-        assert f"Size: {ino.size}" in info
+    listing = subprocess.run([tool, f"--device={FIXTURE_BLOB}", "--ls", "--path=/", str(FIXTURE_BOOT)],
+                             capture_output=True, text=True, check=True).stdout
+    rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+(\S+)$", listing, re.M)
+    assert [(n.encode(), int(nid), int(ft)) for nid, ft, n in rows] == reader.dirents(reader.inode(reader.root_nid))
+    for path in ("/", "/lib.rs", "/sync_io.rs"):
+        ino = reader.lookup(path)
+        assert _dump_inode(tool, [FIXTURE_BLOB], FIXTURE_BOOT, path) == {
+            "NID": ino.nid, "Links": ino.nlink, "Layout": ino.layout, "Size": ino.size, "Xattr size": ino.xattr_size}
 
 
 def test_fixture_regenerates_byte_for_byte() -> None:
@@ -355,8 +361,7 @@ def test_layouts_follow_the_inline_rule(everything_image: bytes) -> None:
 def test_directory_whose_data_fills_whole_blocks_is_plain() -> None:
     tb = TreeBuilder()
     tb.dir(b"/d")
-    # "." + ".." cost 27; 4069 more bytes make exactly 4096: one 12+4057-byte entry won't fit a name,
-    # so use entries of 12+243 bytes: 27 + 15*255 = 3852, then one of 244 -> 4096.
+    # "." + ".." cost 27; 15 entries of 12+243 bytes reach 3852, one of 12+232 makes exactly 4096
     for i in range(15):
         tb.file(b"/d/%s" % (b"%02d" % i + b"a" * 241), b"")
     tb.file(b"/d/" + b"z" * 232, b"")
@@ -364,6 +369,34 @@ def test_directory_whose_data_fills_whole_blocks_is_plain() -> None:
     d = r.lookup(b"/d")
     assert d.size == C.BLOCK_SIZE and d.layout == C.EROFS_LAYOUT_FLAT_PLAIN
     assert len(r.listdir(d)) == 16
+
+
+def test_inodes_reuse_the_free_end_of_a_plain_directory_block() -> None:
+    tb = TreeBuilder()
+    # "." + ".." (27) + 15 entries of 12+243 + one of 12+232 fill exactly one block: FLAT_PLAIN
+    for i in range(15):
+        tb.file(b"/%02d" % i + b"a" * 241, b"")
+    tb.file(b"/" + b"z" * 232, b"")
+    r = RafsV6Reader(write_v6(tb.bootstrap()))
+    root = r.inode(r.root_nid)
+    assert (root.layout, root.size, r.root_nid) == (C.EROFS_LAYOUT_FLAT_PLAIN, C.BLOCK_SIZE, 128)
+    assert root.i_u * C.BLOCK_SIZE == r.meta + 2 * C.BLOCK_SIZE  # data block after the inode's block
+    nids = [nid for _, nid, _ in r.listdir(root)]
+    # the files fill the rest of the root inode's block, 64 bytes (2 slots) each
+    assert nids == [128 + 2 * (k + 1) for k in range(16)]
+
+
+def test_prefetch_patterns_become_nids() -> None:
+    tb = TreeBuilder()
+    tb.dir(b"/etc")
+    tb.file(b"/etc/conf", b"c")
+    tb.file(b"/empty", b"")
+    bs = tb.bootstrap(prefetch=[b"/etc/conf", b"/etc/conf/../x", b"relative", b"/empty", b"/etc"])
+    r = RafsV6Reader(write_v6(bs))
+    # relative lines and lines inside an earlier line's subtree are dropped; empty files never
+    # match; "/etc" stays (it is not inside "/etc/conf")
+    assert r.prefetch_nids() == [r.lookup(b"/etc/conf").nid, r.lookup(b"/etc").nid]
+    assert r._pf[1] == 4 * 3  # one slot per kept pattern: /etc/conf, /empty, /etc
 
 
 def test_contiguous_multi_chunk_file_advertises_one_extent(everything_image: bytes) -> None:
@@ -459,6 +492,11 @@ def test_fsck_erofs_extracts_written_images(tmp_path: Path, nblobs: int) -> None
     dump = subprocess.run([_need_tool("dump.erofs"), *(f"--device={b}" for b in blobs), "-s", "-S", str(image)],
                           capture_output=True, text=True)
     assert dump.returncode == 0 and "chunked_file device_table" in dump.stdout, dump.stderr
+    reader = RafsV6Reader(image.read_bytes())
+    for path in ("/dir/multi", "/dir", "/dev-fifo", "/big", "/dir/link-plain"):
+        ino = reader.lookup(path)
+        assert _dump_inode(_need_tool("dump.erofs"), blobs, image, path) == {
+            "NID": ino.nid, "Links": ino.nlink, "Layout": ino.layout, "Size": ino.size, "Xattr size": ino.xattr_size}
     dest = tmp_path / "out"
     _fsck_extract(image, blobs, dest)
     for path, node in bs.walk():
@@ -639,7 +677,7 @@ def test_names_with_slash_or_dot_children_are_rejected(small_image: bytes) -> No
         read_v6(bytes(slash))
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_mutated_images_only_raise_format_error(small_image: bytes, data: st.DataObject) -> None:
     buf = bytearray(small_image)

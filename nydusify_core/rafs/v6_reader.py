@@ -423,10 +423,16 @@ class RafsV6Reader:
             raise FormatError("root inode is not a directory")
         yield -1, 0, b"/", b"/", root
         seen = {root.nid}
+        claimed: set[int] = set()  # directory data blocks: sharing them would make the walk quadratic
         seq = 0
         stack = [(0, b"", root, root.nid, 0)]
         while stack:
             dseq, dpath, dino, parent_nid, depth = stack.pop()
+            for off, length in self._data_extents(dino):
+                if length == BLK or dino.layout == C.EROFS_LAYOUT_FLAT_PLAIN:
+                    if off in claimed:
+                        raise FormatError(f"nid {dino.nid}: directory data block {off // BLK} shared with another directory")
+                    claimed.add(off)
             subdirs = []
             for name, cnid, ft in self.dirents(dino):
                 if name == b".":
@@ -468,20 +474,23 @@ class RafsV6Reader:
         nodes: list[Node] = []
         first_path: dict[int, bytes] = {}
         first_by_ino: dict[int, bytes] = {}
-        chunk_cache: dict[int, list[ChunkInfo]] = {}
+        # Paths of one inode (hardlinks) share its chunk list, xattr dict and target: they are one
+        # inode, and copying per path would let a hostile image cost O(paths x inode size).
+        shared: dict[int, tuple[list[ChunkInfo], dict[bytes, bytes], bytes | None]] = {}
         root: Node | None = None
         for pseq, _, path, name, ino in self._walk():
-            symlink = self.readlink(ino) if ino.is_symlink() else None
-            chunks: list[ChunkInfo] = []
-            if ino.is_reg():
-                cached = chunk_cache.get(ino.nid)
-                if cached is None:
-                    cached = chunk_cache[ino.nid] = self.chunks(ino)
-                chunks = list(cached)
+            cached = shared.get(ino.nid)
+            if cached is None:
+                cached = shared[ino.nid] = (
+                    self.chunks(ino) if ino.is_reg() else [],
+                    self.xattrs(ino),
+                    self.readlink(ino) if ino.is_symlink() else None,
+                )
+            chunks, xattrs, symlink = cached
             node = Node(
                 name=name, mode=ino.mode, uid=ino.uid, gid=ino.gid, mtime=ino.mtime, mtime_nsec=ino.mtime_nsec,
                 size=ino.size, rdev=ino.rdev, nlink=ino.nlink, ino=ino.ino, symlink=symlink,
-                xattrs=self.xattrs(ino), chunks=chunks,
+                xattrs=xattrs, chunks=chunks,
             )
             first_path.setdefault(ino.nid, path)
             if ino.ino and not ino.is_dir():

@@ -16,7 +16,7 @@ from operator import attrgetter
 
 from nydusify_core.errors import FormatError
 from nydusify_core.rafs import constants as C
-from nydusify_core.rafs.model import BlobInfo, Bootstrap, ChunkInfo, Node
+from nydusify_core.rafs.model import Bootstrap, ChunkInfo, Node
 from nydusify_core.rafs.v6_layout import (
     BLOB_ENTRY,
     CHUNK_INDEX,
@@ -526,6 +526,7 @@ class _Writer:
                 )
             except (KeyError, struct.error) as exc:
                 raise FormatError(f"blob {blob.blob_id}: field out of range ({exc})") from None
+        matched = 0
         if patterns:
             p = prefetch_off
             for pat in patterns:
@@ -537,6 +538,7 @@ class _Writer:
                     continue
                 U32.pack_into(buf, p, self.off[self.first[k]] // SLOT)
                 p += C.V6_PREFETCH_ENTRY_SIZE
+                matched += 1
         flags = C.SB_COMPRESSION_FLAGS[bs.compressor] | C.SB_DIGEST_FLAGS[bs.digester]
         if bs.explicit_uid_gid:
             flags |= C.SB_EXPLICIT_UID_GID
@@ -551,8 +553,9 @@ class _Writer:
         )
         EXT_SUPERBLOCK.pack_into(
             buf, C.V6_EXT_SUPER_OFFSET, flags, table_off, C.V6_BLOB_ENTRY_SIZE * nblobs, bs.chunk_size,
-            ctab_off, ctab_size, prefetch_off if patterns else 0,
-            C.V6_PREFETCH_ENTRY_SIZE * len(patterns), 0,
+            # like nydus-image, the space stays reserved but the table is absent when no pattern matched
+            ctab_off, ctab_size, prefetch_off if matched else 0,
+            C.V6_PREFETCH_ENTRY_SIZE * len(patterns) if matched else 0, 0,
         )
 
 
