@@ -562,8 +562,9 @@ def _user_xattrs_visible(mode: int) -> bool:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("nblobs", [1, 2])
-def test_kernel_mount_shows_the_model(tmp_path: Path, nblobs: int) -> None:
+@pytest.mark.parametrize(("nblobs", "mapped_blkaddr"), [(1, "aligned"), (2, "aligned"), (2, "zero")])
+def test_kernel_mount_shows_the_model(tmp_path: Path, nblobs: int, mapped_blkaddr: str) -> None:
+    """Both mapped_blkaddr choices mount with one device= per blob."""
     tb = TreeBuilder(nblobs=nblobs)
     populate_everything(tb, long_symlink=False)
     if nblobs == 2:
@@ -571,7 +572,7 @@ def test_kernel_mount_shows_the_model(tmp_path: Path, nblobs: int) -> None:
         tb.file(b"/dir/second-too", b"q" * 9000, blob=1)
     bs = tb.bootstrap(prefetch=[b"/"])
     image = tmp_path / "image.boot"
-    image.write_bytes(write_v6(bs))
+    image.write_bytes(write_v6(bs, mapped_blkaddr=mapped_blkaddr))
     blobs = tb.write_blobs(tmp_path)
     nlinks = expected_nlink(bs)
     with mounted(image, blobs, tmp_path / "mnt") as mnt:
