@@ -57,3 +57,34 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 
 NYDUS_OS_FEATURE = "nydus.remoteimage.v1"
 BOOTSTRAP_PATH_IN_LAYER = "image/image.boot"
+
+# --- added for image assembly, layer tar reading and docker-archive ----------------------
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_MANIFEST_V1 = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_MANIFEST_V1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+SCHEMA1_TYPES = frozenset({DOCKER_MANIFEST_V1, DOCKER_MANIFEST_V1_SIGNED})
+OCI_LAYER_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+OCI_LAYER_NONDIST_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+LAYER_COMPRESSION.update({DOCKER_LAYER: "none", OCI_LAYER_NONDIST: "none", OCI_LAYER_NONDIST_ZSTD: "zstd"})
+CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG, NYDUS_CONFIG})
+BOOTSTRAP_LAYER_TYPES = frozenset({OCI_LAYER_GZIP, DOCKER_LAYER_GZIP})
+DOCKER_TO_OCI.setdefault(DOCKER_LAYER, OCI_LAYER)
+
+ANNOTATION_EMPTY_LAYER = "containerd.io/snapshot/nydus-empty-layer"
+ANNOTATION_REFERENCE_BLOB_IDS = "containerd.io/snapshot/nydus-reference-blob-ids"  # legacy v2.1
+ANNOTATION_BLOB_IDS = "containerd.io/snapshot/nydus-blob-ids"  # deprecated
+LEGACY_TRACE_ANNOTATIONS = (
+    "nydus.trace.source-reference",
+    "nydus.trace.source-digest",
+    "nydus.trace.nydusify-version",
+    "nydus.trace.builder-version",
+)
+ANNOTATION_CONTAINERD_IMAGE_NAME = "io.containerd.image.name"
+ANNOTATION_DOCKER_REFERENCE_TYPE = "vnd.docker.reference.type"  # buildx attestation manifests
+
+NYDUS_HISTORY_CREATED_BY = "Nydus Converter"
+NYDUS_HISTORY_BOOTSTRAP_COMMENT = "Nydus Bootstrap Layer"
+NYDUS_HISTORY_EMPTY_COMMENT = "Nydus Empty Layer"
+BOOTSTRAP_DIR_IN_LAYER = "image"
+# sha256 of a tar made of just the two zero end-of-archive blocks (1024 zero bytes)
+EMPTY_TAR_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
