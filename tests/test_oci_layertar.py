@@ -103,6 +103,12 @@ def test_multi_member_gzip_and_multi_frame_zstd_are_one_stream(plain: bytes) -> 
     assert len(entries(cctx.compress(plain[:half]) + cctx.compress(plain[half:]))) == 2
 
 
+def test_missing_padding_and_trailer_after_the_last_file_is_accepted() -> None:
+    blob = make_tar(member("d", tarfile.DIRTYPE), member("d/f", data=b"hi\n"))
+    unpadded = blob[:512 * 2 + 3]  # what umoci writes: no data padding, no end blocks
+    assert [(e.path, d) for e, d in entries(unpadded)] == [(b"d", None), (b"d/f", b"hi\n")]
+
+
 def test_empty_stream_is_an_empty_layer() -> None:
     assert entries(b"") == []
     assert entries(b"", media_type=mt.OCI_LAYER_GZIP) == []

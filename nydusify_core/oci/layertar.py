@@ -19,7 +19,8 @@ Duplicate paths in one layer are all yielded, in stream order: consumers must le
 entry replace the earlier one (what `tar -x`, containerd and nydus-image do).
 
 End of archive follows Go's `archive/tar` (which containerd uses): two zero blocks, one
-zero block followed by EOF, or EOF exactly at a header boundary. Truncation anywhere else
+zero block followed by EOF, EOF exactly at a header boundary, or EOF inside the padding
+after the last file's data (umoci writes such layers). Truncation anywhere else
 (inside a header, inside file data, inside a gzip/zstd frame) is an error; after the end
 the rest of the stream is drained so gzip/zstd trailers and the caller's digest check run.
 """
@@ -502,8 +503,8 @@ def iter_tar_entries(stream: IO[bytes], *, layer: str = "") -> Iterator[TarEntry
     pending: _EntryData | None = None
     while True:
         if pending is not None:
-            left = pending._finish()
-            reader.skip(left + (-pending.size % BLOCK))
+            reader.skip(pending._finish())
+            reader.stream.read(-pending.size % BLOCK)  # EOF inside the padding = end (Go, umoci layers)
             pending = None
         block = reader.block()
         if block is None:
