@@ -43,6 +43,7 @@ BUILTIN_PLUGINS = (
     "nydusify_core.builtin.oci_layout",
     "nydusify_core.builtin.local_dir",
     "nydusify_core.builtin.localfs",
+    "nydusify_core.builtin.docker_archive",
 )
 
 ENV_DISABLE_AUTOLOAD = "NYDUSIFY_DISABLE_PLUGIN_AUTOLOAD"
