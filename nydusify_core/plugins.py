@@ -149,14 +149,14 @@ class NydusifyPlugins:
         return self._get("backend", self.backends(), name)
 
     def _detect(self, kind: str, table: Mapping[str, S], ref: str) -> S:
-        # specs are sorted by name; the most specific acceptor should not depend on order,
-        # so more than one acceptor is an ambiguity the user resolves with --*-type.
         matches = [spec for spec in table.values() if spec.accepts(ref)]  # type: ignore[attr-defined]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
+        specific = [spec for spec in matches if not getattr(spec, "catch_all", False)]
+        candidates = specific or matches
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
             raise UnknownComponentError(kind, f"for reference {ref!r}", table.keys(), [f.name for f in self.failures])
-        names = ", ".join(m.name for m in matches)
+        names = ", ".join(m.name for m in candidates)
         raise PluginError(f"reference {ref!r} is accepted by several {kind}s ({names}); choose one with --{kind}-type")
 
     def detect_source(self, ref: str) -> SourceSpec:

@@ -32,20 +32,27 @@ class ComponentSpec:
 
 @dataclass(frozen=True)
 class SourceSpec(ComponentSpec):
-    """A source fetcher. `accepts(ref)` auto-detects; `open(ref, options)` returns a `Source`."""
+    """A source fetcher. `accepts(ref)` auto-detects; `open(ref, options)` returns a `Source`.
+
+    A `catch_all` spec (the registry: any docker reference) is chosen only when no other
+    spec accepts the reference, so prefixed schemes like `oci:` always win.
+    """
 
     accepts: Callable[[str], bool] = field(default=lambda ref: False, repr=False)
     open: Callable[[str, "EndpointOptions"], Any] = field(default=None, repr=False)  # type: ignore[assignment]
+    catch_all: bool = False
 
     kind = "source"
 
 
 @dataclass(frozen=True)
 class TargetSpec(ComponentSpec):
-    """A target. `accepts(ref)` auto-detects; `open(ref, options)` returns a `Target`."""
+    """A target. `accepts(ref)` auto-detects; `open(ref, options)` returns a `Target`.
+    `catch_all` as for `SourceSpec`."""
 
     accepts: Callable[[str], bool] = field(default=lambda ref: False, repr=False)
     open: Callable[[str, "EndpointOptions"], Any] = field(default=None, repr=False)  # type: ignore[assignment]
+    catch_all: bool = False
 
     kind = "target"
 

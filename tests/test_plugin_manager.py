@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from nydusify_core import hookimpl
 from nydusify_core.errors import PluginConflictError, UnknownComponentError
 from nydusify_core.plugins import BUILTIN_PLUGINS, create_plugin_manager
 from nydusify_core.types import BackendSpec
@@ -190,3 +191,16 @@ def test_invalid_component_name_is_rejected() -> None:
 
     with pytest.raises(PluginError):
         BackendSpec(name="Bad_Name", description="x")
+
+
+def test_catch_all_source_yields_to_specific_ones(plugin_manager, register_plugin) -> None:
+    from nydusify_core.types import SourceSpec
+
+    class Plugin:
+        @hookimpl
+        def nydusify_register_sources(self):
+            yield SourceSpec(name="anything", description="d", accepts=lambda ref: True, catch_all=True)
+
+    register_plugin(Plugin())
+    assert plugin_manager.detect_source("oci:/some/layout:tag").name == "oci-layout"
+    assert plugin_manager.detect_source("example.com/repo:tag").name == "anything"
