@@ -193,7 +193,7 @@ def test_invalid_component_name_is_rejected() -> None:
         BackendSpec(name="Bad_Name", description="x")
 
 
-def test_catch_all_source_yields_to_specific_ones(plugin_manager, register_plugin) -> None:
+def test_catch_all_source_yields_to_specific_ones() -> None:
     from nydusify_core.types import SourceSpec
 
     class Plugin:
@@ -201,6 +201,7 @@ def test_catch_all_source_yields_to_specific_ones(plugin_manager, register_plugi
         def nydusify_register_sources(self):
             yield SourceSpec(name="anything", description="d", accepts=lambda ref: True, catch_all=True)
 
-    register_plugin(Plugin())
+    plugin_manager = create_plugin_manager(autoload=False)
+    plugin_manager.pm.register(Plugin())
     assert plugin_manager.detect_source("oci:/some/layout:tag").name == "oci-layout"
     assert plugin_manager.detect_source("example.com/repo:tag").name == "anything"
