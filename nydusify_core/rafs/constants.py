@@ -180,3 +180,44 @@ V5_PREFETCH_ENTRY_SIZE = 4
 V5_TAR_NO_RDEV = 0xFFFFFFFF  # i_rdev of non-devices written by the tar builder
 V5_MAX_DEPTH = 2048  # readers refuse deeper trees
 STAT_BLOCK_SIZE = 512  # unit of i_blocks
+
+# --- data blobs: chunk info entries, TOC, tar headers (rafs-format.md §5-§6) ----------
+CI_V1_SIZE_LOW_BITS = 20  # bits 0-19 of (size - 1) sit in bits 44-63, bits 20-23 elsewhere
+CI_V1_UNCOMP_SIZE_HIGH_SHIFT = 8  # bits 20-23 of (uncompressed_size - 1) in bits 8-11
+CI_V1_COMP_SIZE_HIGH_SHIFT = 40  # bits 20-23 of (compressed_size - 1) in bits 40-43
+CI_V1_SIZE_LOW_SHIFT = 44
+CI_V1_UNCOMP_OFFSET_MASK = 0x00000FFFFFFFF000  # bits 12-43: 4 KiB aligned offset
+CI_COMP_OFFSET_MASK = (1 << 40) - 1
+CI_MAX_CHUNK_SIZE = 1 << 24  # sizes are stored as 24-bit (size - 1)
+CI_MAX_UNCOMP_OFFSET = 1 << 44
+CI_V2_FLAG_COMPRESSED = 0x01
+CI_V2_FLAG_ZRAN = 0x02
+CI_V2_FLAGS_SHIFT = 56
+CI_V2_USIZE_SHIFT = 32
+CI_V2_CSIZE_SHIFT = 40
+ZRAN_CONTEXT_SIZE = 40
+BLOB_META_HEADER_FIELDS_SIZE = 60  # magic .. zran_count; then reserved up to magic2
+
+TOC_FLAG_NONE = 0x1
+TOC_FLAG_ZSTD = 0x2
+TOC_FLAG_LZ4_BLOCK = 0x4
+TOC_FLAGS = {"none": TOC_FLAG_NONE, "zstd": TOC_FLAG_ZSTD, "lz4_block": TOC_FLAG_LZ4_BLOCK}
+TOC_NAME_SIZE = 16
+TOC_MAX_ENTRIES = 64  # nydus writes at most 5; readers refuse absurd tables
+
+TAR_NAME_SIZE = 100
+TAR_SIZE_OFFSET = 124
+TAR_SIZE_FIELD = 12
+TAR_MTIME_OFFSET = 136
+TAR_CHKSUM_OFFSET = 148
+TAR_CHKSUM_FIELD = 8
+TAR_TYPEFLAG_OFFSET = 156
+TAR_TYPE_REGULAR = b"0"
+TAR_MAGIC_OFFSET = 257
+TAR_GNU_MAGIC = b"ustar  \x00"  # GNU magic + version, as the Rust tar crate's new_gnu()
+TAR_OCTAL_SIZE_LIMIT = 8**11  # larger sizes use GNU base-256
+TAR_BASE256_FLAG = 0x80
+
+DIGEST_SIZE = 32
+BLOB_ID_HEX_LEN = 64
+DEFAULT_BLOB_OFFSET = 0
