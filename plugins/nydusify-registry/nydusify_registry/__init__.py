@@ -46,12 +46,12 @@ _DESCRIPTION = "an image in an OCI/Docker registry (host/repo[:tag][@digest])"
 
 @hookimpl
 def nydusify_register_sources() -> Iterable[SourceSpec]:
-    yield SourceSpec(name="registry", description=_DESCRIPTION, accepts=accepts, open=RegistrySource)
+    yield SourceSpec(name="registry", description=_DESCRIPTION, accepts=accepts, open=RegistrySource, catch_all=True)
 
 
 @hookimpl
 def nydusify_register_targets() -> Iterable[TargetSpec]:
-    yield TargetSpec(name="registry", description=_DESCRIPTION, accepts=accepts, open=RegistryTarget)
+    yield TargetSpec(name="registry", description=_DESCRIPTION, accepts=accepts, open=RegistryTarget, catch_all=True)
 
 
 @hookimpl

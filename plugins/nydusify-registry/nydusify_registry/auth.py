@@ -246,7 +246,7 @@ class Authorizer:
         if challenge is None or challenge.scheme == "basic":
             return f"registry {self.host} refused {self._who()} for {want} to {repos} (HTTP {status}): wrong credentials or no {want} permission"
         error = challenge.params.get("error", "")
-        token = self._tokens.get(_merge_scopes(list(scopes) + self._challenge_scopes()))
+        token = self._tokens.get(self._key(scopes))
         granted = _granted_access(token.value) if token else None
         if granted is not None:
             have: dict[str, set[str]] = {}
@@ -269,13 +269,17 @@ class Authorizer:
 
     # --- tokens -----------------------------------------------------------------------
 
-    def _challenge_scopes(self) -> list[str]:
+    def _key(self, scopes: Sequence[str]) -> tuple[str, ...]:
+        """The scopes a token is fetched (and cached) for: the operation's own, or, for
+        requests without any (ping), what the challenge asked for."""
+        if scopes:
+            return _merge_scopes(scopes)
         challenge = self._challenge
         scope = challenge.params.get("scope", "") if challenge else ""
-        return [scope] if scope else []
+        return _merge_scopes([scope] if scope else [])
 
     def _token(self, scopes: tuple[str, ...]) -> str:
-        key = _merge_scopes(list(scopes) + self._challenge_scopes())
+        key = self._key(scopes)
         with self._lock:
             cached = self._tokens.get(key)
             if cached is not None and self._clock() < cached.expires_at:
@@ -289,7 +293,7 @@ class Authorizer:
     def invalidate(self, scopes: Sequence[str]) -> None:
         """Forget the token for `scopes` (e.g. after the registry rejected it as expired)."""
         with self._lock:
-            self._tokens.pop(_merge_scopes(list(scopes) + self._challenge_scopes()), None)
+            self._tokens.pop(self._key(scopes), None)
 
     def _fetch_token(self, scopes: tuple[str, ...]) -> tuple[str, float]:
         challenge = self._challenge

@@ -27,6 +27,7 @@ import logging
 import os
 import ssl
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -176,6 +177,8 @@ class RegistryClient:
         self._may_downgrade = not self.options.plain_http and (self.options.insecure or is_loopback_host(host))
         self._verify: str | bool = False if self.options.insecure else (self.options.ca_file or system_ca_bundle())
         self._sleep = sleep
+        if self.options.insecure and not self.options.plain_http:
+            log.warning("registry %s: TLS certificate verification is disabled (insecure)", host)
         self.authorizer = Authorizer(host, credentials, self._send_raw)
 
     # ------------------------------------------------------------------ transport --
@@ -197,7 +200,12 @@ class RegistryClient:
         """One request with this client's TLS, proxy and timeout settings."""
         kwargs.setdefault("timeout", (self.options.connect_timeout, self.options.read_timeout))
         kwargs.setdefault("allow_redirects", True)
-        return self.session.request(method, url, verify=self._verify, proxies=self._proxies(url), **kwargs)
+        if self._verify is not False:
+            return self.session.request(method, url, verify=self._verify, proxies=self._proxies(url), **kwargs)
+        # insecure is the user's explicit choice, logged once; urllib3 would warn per request
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+            return self.session.request(method, url, verify=False, proxies=self._proxies(url), **kwargs)
 
     def _send(self, method: str, url: str, body: Body | None, **kwargs: Any) -> requests.Response:
         """Send once, switching this host to plain HTTP when allowed and the HTTPS attempt
@@ -420,10 +428,10 @@ class RegistryClient:
                 if response.status_code == 416:
                     raise IntegrityError(f"blob {ref}: range {offset}+{length} is beyond its end")
                 if response.status_code == 206:
-                    data = response.raw.read(length + 1, decode_content=False)
+                    data = _read_upto(response.raw, length + 1)
                 elif response.status_code == 200:  # the registry ignored Range
                     _discard(response.raw, offset)
-                    data = response.raw.read(length, decode_content=False)
+                    data = _read_upto(response.raw, length)
                 else:
                     raise self.error(step, ref, response, scopes)
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
@@ -534,7 +542,8 @@ class RegistryClient:
             raise _Transient(f"upload session lost (HTTP {response.status_code})")
         received = response.headers.get("Range", "")
         start, _, end = received.partition("-")
-        offset = int(end) + 1 if start == "0" and end.isdigit() else 0
+        # inclusive end; distribution says "0-0" for an empty upload too, so read that as 0
+        offset = int(end) + 1 if start == "0" and end.isdigit() and end != "0" else 0
         return self._upload_location(response, ref) if response.headers.get("Location") else location, offset
 
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
@@ -613,7 +622,7 @@ class RegistryClient:
             try:
                 if response.status_code != 200:
                     raise self.error(step, ref, response, scopes)
-                return response, response.raw.read(limit + 1, decode_content=True)
+                return response, _read_upto(response.raw, limit + 1, decode=True)
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
                 reason = _describe(exc)
                 if attempt + 1 >= policy.attempts:
@@ -703,6 +712,20 @@ class _ResumingStream(io.RawIOBase):
             self._response.close()
         finally:
             super().close()
+
+
+def _read_upto(raw: Any, count: int, *, decode: bool = False) -> bytes:
+    """Up to `count` bytes, stopping early only at the end of the body (urllib3 returns
+    short reads; a dropped connection raises on the next read)."""
+    parts: list[bytes] = []
+    left = count
+    while left > 0:
+        block = raw.read(min(left, STREAM_BLOCK), decode_content=decode)
+        if not block:
+            break
+        parts.append(block)
+        left -= len(block)
+    return b"".join(parts)
 
 
 def _discard(raw: Any, count: int) -> None:
@@ -869,17 +892,18 @@ def _describe(exc: BaseException) -> str:
     for e in chain:
         if isinstance(e, ssl.SSLError):
             return f"TLS error: {e.reason or type(e).__name__}"
-    for e in chain:
-        if isinstance(e, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(e, ConnectionResetError):
-            return "connection reset by peer"
-        if isinstance(e, (TimeoutError, urllib3.exceptions.TimeoutError, requests.exceptions.Timeout)):
-            return "timed out"
-        if isinstance(e, urllib3.exceptions.IncompleteRead) or "IncompleteRead" in type(e).__name__:
-            return "connection dropped in the middle of the body"
-        if isinstance(e, urllib3.exceptions.ProtocolError) and "Remote end closed" in str(e):
-            return "connection closed by the server without a response"
+    # most specific first (urllib3's NewConnectionError is also a ConnectTimeoutError)
+    checks: list[tuple[Callable[[BaseException], bool], str]] = [
+        (lambda e: isinstance(e, ConnectionRefusedError), "connection refused"),
+        (lambda e: isinstance(e, ConnectionResetError), "connection reset by peer"),
+        (lambda e: isinstance(e, urllib3.exceptions.IncompleteRead), "connection dropped in the middle of the body"),
+        (lambda e: "Remote end closed" in str(e), "connection closed by the server without a response"),
+        (lambda e: isinstance(e, urllib3.exceptions.NameResolutionError), "host name not resolved"),
+        (lambda e: isinstance(e, (TimeoutError, urllib3.exceptions.TimeoutError, requests.exceptions.Timeout)), "timed out"),
+    ]
+    for check, text in checks:
+        if any(check(e) for e in chain):
+            return text
     for e in chain:
         if isinstance(e, (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError)):
             return "connection dropped"
