@@ -608,6 +608,8 @@ class BlobReader:
         hdr_off: int | None = None
         if b is not None and b.ci_uncompressed_size:
             hdr_off = b.ci_offset + b.ci_compressed_size
+        elif b is not None and not b.features & C.BLOB_HAS_TAR_HEADER:
+            return None  # v5, or a v6 entry without CI data: chunk records come from the bootstrap
         elif self.toc_entry(C.ENTRY_BLOB_META_HEADER) is not None:
             hdr_off = self.toc_entry(C.ENTRY_BLOB_META_HEADER).compressed_offset  # type: ignore[union-attr]
         else:
@@ -615,7 +617,10 @@ class BlobReader:
             if meta:
                 hdr_off = meta[-1].offset + meta[-1].size - C.BLOB_META_HEADER_SIZE
             elif self.size >= C.BLOB_META_HEADER_SIZE and not self.sections():
-                hdr_off = self.size - C.BLOB_META_HEADER_SIZE  # plain v6: header is the tail
+                tail = self.size - C.BLOB_META_HEADER_SIZE  # plain v6: the header is the tail
+                magic = C.BLOB_META_MAGIC.to_bytes(4, "little")
+                if self.read_at(tail, 4) == magic and self.read_at(self.size - 4, 4) == magic:
+                    hdr_off = tail
         if hdr_off is None:
             return None
         hdr = BlobMetaHeader.decode(self.read_at(hdr_off, C.BLOB_META_HEADER_SIZE))
@@ -668,13 +673,14 @@ class BlobReader:
         expected_digest: bytes | None = None,
         compressor: str | None = None,
         digester: str | None = None,
+        verify: bool = True,
     ) -> bytes:
         """Uncompressed bytes of one chunk, digest-verified when a digest is known."""
-        if isinstance(chunk, ChunkInfo):
-            is_compressed = chunk.compressed
-            expected_digest = expected_digest or chunk.digest
-        else:
-            is_compressed = chunk.compressed
+        is_compressed = chunk.compressed
+        if isinstance(chunk, ChunkInfo) and expected_digest is None:
+            expected_digest = chunk.digest
+        if not verify:
+            expected_digest = None
         if not 0 < chunk.uncompressed_size <= C.MAX_CHUNK_SIZE or chunk.compressed_size <= 0:
             raise FormatError(f"chunk sizes {chunk.compressed_size}/{chunk.uncompressed_size} out of range")
         raw = self.read_at(chunk.compressed_offset, chunk.compressed_size)
