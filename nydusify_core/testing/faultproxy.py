@@ -3,7 +3,8 @@
 `FaultProxy(upstream)` forwards every request to a plain-HTTP server (`host:port`, e.g. a
 kit registry) and, for a bounded number of matching requests, injects a fault instead:
 an error status (optionally with `Retry-After`), a connection closed before any answer,
-or a response whose body is cut off halfway. It records every request it saw.
+or a response whose body is cut off halfway. It records every request it saw. It also works as a forward proxy for plain-HTTP
+URLs (`HTTP_PROXY=http://<proxy.host>`): absolute-form requests go to `upstream` too.
 
     with FaultProxy(registry_plain.host) as proxy:
         proxy.fail(503, times=2, method="GET", path="/blobs/")
@@ -20,6 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["Fault", "FaultProxy", "SeenRequest"]
 
@@ -55,6 +57,7 @@ class SeenRequest:
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     fault: str = ""  # the fault injected into it, "" when forwarded untouched
+    absolute_form: bool = False  # sent as to a forward proxy (`GET http://host/path`)
 
 
 class FaultProxy:
@@ -162,8 +165,13 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def _handle(self) -> None:
             body = self._body()
+            absolute = self.path.startswith(("http://", "https://"))
+            if absolute:  # forward-proxy form: keep only path and query
+                split = urlsplit(self.path)
+                self.path = split.path + (f"?{split.query}" if split.query else "")
             fault = proxy._take(self.command, self.path)
-            proxy._record(SeenRequest(self.command, self.path, {k: v for k, v in self.headers.items()}, fault.kind if fault else ""))
+            headers = {k: v for k, v in self.headers.items()}
+            proxy._record(SeenRequest(self.command, self.path, headers, fault.kind if fault else "", absolute))
             if fault is not None and fault.kind == "status":
                 payload = b'{"errors":[{"code":"INJECTED","message":"fault injected by the test proxy"}]}'
                 self.send_response(fault.status)
@@ -208,7 +216,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
             conn = http.client.HTTPConnection(proxy.upstream, timeout=UPSTREAM_TIMEOUT)
             try:
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "proxy-authorization"}
                 headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body if body or self.command in ("POST", "PUT", "PATCH") else None, headers=headers)
                 response = conn.getresponse()

@@ -19,131 +19,64 @@ existence check left to the caller, mount, delete, manifests), errors follow the
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
-import io
 import json
+import io
 import logging
-import os
-import ssl
 import time
 import warnings
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Mapping, Union
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from typing import IO, Any, Callable, Iterable, Mapping
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3.exceptions
 
-from nydusify_core import __version__ as core_version
-from nydusify_core.errors import AuthError, BackendError, IntegrityError, NotFoundError, UsageError
-from nydusify_core.log import redact
+from nydusify_core.errors import AuthError, IntegrityError, UsageError
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.oci.descriptor import Descriptor, check_digest, sha256_digest
 from nydusify_core.oci.verify import verified_reader
 from nydusify_core.types import Credentials
 
 from nydusify_registry.auth import Authorizer, repository_scope
+from nydusify_registry.bodies import Body, discard, open_at, open_body, read_upto, sized
+from nydusify_registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
 from nydusify_registry.reference import is_loopback_host
+from nydusify_registry.transport import (
+    DEFAULT_CHUNK_SIZE,
+    RETRY_STATUS,
+    USER_AGENT,
+    ClientOptions,
+    RetryPolicy,
+    Transient,
+    challenge_error,
+    code_suffix,
+    describe,
+    is_certificate_error,
+    is_refused,
+    registry_error,
+    system_ca_bundle,
+    with_query,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "USER_AGENT",
+    "ClientOptions",
+    "RegistryAuthError",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryNotFoundError",
+    "RetryPolicy",
+    "system_ca_bundle",
+]
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = f"nydusify/{core_version}"
 MANIFEST_MEDIA_TYPES = (mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST)
 MANIFEST_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 MAX_MANIFEST_SIZE = 4 << 20  # the distribution spec's recommended limit
-MAX_ERROR_BODY = 64 << 10
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 NOT_FOUND_CODES = frozenset({"BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UPLOAD_UNKNOWN"})
 AUTH_CODES = frozenset({"UNAUTHORIZED", "DENIED"})
-DEFAULT_CHUNK_SIZE = 32 << 20
-STREAM_BLOCK = 1 << 20
-
-Body = Union[bytes, Path, Callable[[], IO[bytes]]]
-
-
-class RegistryError(BackendError):
-    """A registry operation failed. The message names the step, the reference and the
-    registry's error code; `status` and `code` keep them for programs."""
-
-    def __init__(self, message: str, *, step: str = "", ref: str = "", status: int | None = None, code: str = "") -> None:
-        super().__init__(redact(message))
-        self.step, self.ref, self.status, self.code = step, ref, status, code
-
-
-class RegistryNotFoundError(RegistryError, NotFoundError):
-    """The repository, blob or manifest does not exist."""
-
-
-class RegistryAuthError(RegistryError, AuthError):
-    """Credentials missing or refused, or a permission (pull/push) is missing."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently transient failures are retried."""
-
-    attempts: int = 5  # tries in total, at least 1
-    backoff: float = 0.5  # first delay in seconds, doubled each time
-    max_backoff: float = 10.0
-    max_retry_after: float = 30.0  # cap on a server's Retry-After
-
-    def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        """Seconds to wait before try number `attempt + 1` (attempt counts from 0)."""
-        base = min(self.max_backoff, self.backoff * (2**attempt))
-        after = _parse_retry_after(retry_after)
-        if after is not None:
-            return max(0.0, min(after, self.max_retry_after))
-        return base
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - datetime.now(timezone.utc)).total_seconds()
-
-
-@dataclass(frozen=True)
-class ClientOptions:
-    """Transport settings of a `RegistryClient`."""
-
-    insecure: bool = False  # skip TLS verification; allow falling back to HTTP
-    plain_http: bool = False  # always HTTP
-    ca_file: str | None = None  # CA bundle for this registry instead of the system CAs
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    connect_timeout: float = 30.0
-    read_timeout: float = 300.0
-    chunk_size: int = DEFAULT_CHUNK_SIZE  # blobs larger than this are uploaded in chunks; 0: never
-    user_agent: str = USER_AGENT
-
-
-def system_ca_bundle() -> str | bool:
-    """The system's CA bundle (what OpenSSL uses, honouring SSL_CERT_FILE/SSL_CERT_DIR)."""
-    paths = ssl.get_default_verify_paths()
-    if paths.cafile and os.path.isfile(paths.cafile):
-        return paths.cafile
-    if paths.capath and os.path.isdir(paths.capath):
-        return paths.capath
-    return True
-
-
-class _Transient(Exception):
-    """A failure worth retrying; carries the one-line reason and a server's Retry-After."""
-
-    def __init__(self, reason: str, retry_after: str | None = None, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason, self.retry_after, self.status = reason, retry_after, status
 
 
 class RegistryClient:
@@ -213,11 +146,11 @@ class RegistryClient:
         try:
             return self._send_once(method, url, body, **kwargs)
         except requests.exceptions.SSLError as exc:
-            if not self._downgradable(url) or _is_certificate_error(exc):
+            if not self._downgradable(url) or is_certificate_error(exc):
                 raise
             reason = "TLS handshake failed"
         except requests.exceptions.ConnectionError as exc:
-            if not self._downgradable(url) or not _is_refused(exc):
+            if not self._downgradable(url) or not is_refused(exc):
                 raise
             reason = "connection refused"
         log.warning("registry %s: HTTPS failed (%s); using plain HTTP for this host", self.host, reason)
@@ -226,7 +159,7 @@ class RegistryClient:
         return self._send_once(method, url, body, **kwargs)
 
     def _send_once(self, method: str, url: str, body: Body | None, **kwargs: Any) -> requests.Response:
-        data = _open_body(body)
+        data = open_body(body)
         try:
             return self._send_raw(method, url, data=data, **kwargs)
         finally:
@@ -254,7 +187,7 @@ class RegistryClient:
         """Send with authorization and (when `retry`) bounded retries of transient failures.
 
         Returns the response whatever its status (except 401, handled here); transport
-        failures raise `RegistryError`, or `_Transient` when `retry` is False.
+        failures raise `RegistryError`, or `Transient` when `retry` is False.
         """
         scopes = tuple(scopes)
         policy = self.options.retry
@@ -272,15 +205,15 @@ class RegistryClient:
             try:
                 response = self._send(method, url, body, headers=send_headers, params=params, stream=stream)
             except requests.RequestException as exc:
-                transient = _Transient(_describe(exc))
-                if isinstance(exc, requests.exceptions.SSLError) or (isinstance(exc, requests.exceptions.ConnectionError) and _is_refused(exc)):
-                    raise self._unreachable(step, ref, transient.reason, attempt) from None
+                transient = Transient(f"cannot reach registry {self.host}: {describe(exc)}")
+                if isinstance(exc, requests.exceptions.SSLError) or (isinstance(exc, requests.exceptions.ConnectionError) and is_refused(exc)):
+                    raise self._unreachable(step, ref, describe(exc), attempt) from None
             else:
                 if response.status_code == 401:
                     response.close()
                     challenge = self.authorizer.challenge
                     stale = authorization is not None and challenge is not None and challenge.scheme == "bearer"
-                    if stale and not refreshed and _challenge_error(response) != "insufficient_scope":
+                    if stale and not refreshed and challenge_error(response) != "insufficient_scope":
                         self.authorizer.invalidate(scopes)  # maybe an expired token: fetch a fresh one once
                         refreshed = True
                         continue
@@ -291,8 +224,8 @@ class RegistryClient:
                     continue
                 if response.status_code not in RETRY_STATUS:
                     return response
-                transient = _Transient(
-                    f"registry {self.host} answered HTTP {response.status_code}{_code_suffix(response)}",
+                transient = Transient(
+                    f"registry {self.host} answered HTTP {response.status_code}{code_suffix(response)}",
                     response.headers.get("Retry-After"),
                     response.status_code,
                 )
@@ -306,7 +239,7 @@ class RegistryClient:
             self._sleep(delay)
             attempt += 1
 
-    def _gave_up(self, step: str, ref: str, transient: _Transient, tries: int) -> RegistryError:
+    def _gave_up(self, step: str, ref: str, transient: Transient, tries: int) -> RegistryError:
         suffix = f" (after {tries} attempts)" if tries > 1 else ""
         return RegistryError(f"{step} {ref}: {transient.reason}{suffix}", step=step, ref=ref, status=transient.status)
 
@@ -321,7 +254,7 @@ class RegistryClient:
     def error(self, step: str, ref: str, response: requests.Response, scopes: Iterable[str] = ()) -> RegistryError:
         """The error for an unexpected answer: status, the registry's code and message."""
         status = response.status_code
-        code, message = _registry_error(response)
+        code, message = registry_error(response)
         text = f"{step} {ref}: registry {self.host} answered HTTP {status}"
         if code:
             text += f" {code}"
@@ -428,14 +361,14 @@ class RegistryClient:
                 if response.status_code == 416:
                     raise IntegrityError(f"blob {ref}: range {offset}+{length} is beyond its end")
                 if response.status_code == 206:
-                    data = _read_upto(response.raw, length + 1)
+                    data = read_upto(response.raw, length + 1)
                 elif response.status_code == 200:  # the registry ignored Range
-                    _discard(response.raw, offset)
-                    data = _read_upto(response.raw, length)
+                    discard(response.raw, offset)
+                    data = read_upto(response.raw, length)
                 else:
                     raise self.error(step, ref, response, scopes)
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-                reason = _describe(exc)
+                reason = describe(exc)
                 if attempt + 1 >= policy.attempts:
                     raise RegistryError(f"{step} {ref}: {reason} (after {attempt + 1} attempts)", step=step, ref=ref) from None
                 self._sleep(policy.delay(attempt))
@@ -466,7 +399,7 @@ class RegistryClient:
                 else:
                     self._upload_monolithic(repo, digest, size, body, ref)
                 return
-            except _Transient as exc:
+            except Transient as exc:
                 if attempt + 1 >= policy.attempts:
                     raise self._gave_up("push blob", ref, exc, attempt + 1) from None
                 delay = policy.delay(attempt, exc.retry_after)
@@ -492,7 +425,7 @@ class RegistryClient:
             raise self.error("push blob", ref, response, scopes)
         location = self._upload_location(response, ref)
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        response = self.request("PUT", _with_query(location, digest=digest), step="push blob", ref=ref, scopes=scopes, body=_sized(body, size), headers=headers, retry=False)
+        response = self.request("PUT", with_query(location, digest=digest), step="push blob", ref=ref, scopes=scopes, body=sized(body, size), headers=headers, retry=False)
         response.close()
         if response.status_code != 201:
             raise self.error("push blob", ref, response, scopes)
@@ -506,7 +439,7 @@ class RegistryClient:
         location = self._upload_location(response, ref)
         offset = 0
         resumes = 0
-        with _open_at(body, 0) as stream:
+        with open_at(body, 0) as stream:
             while offset < size:
                 n = min(chunk, size - offset)
                 data = stream.read(n)
@@ -515,13 +448,15 @@ class RegistryClient:
                 headers = {"Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{offset + n - 1}", "Content-Length": str(n)}
                 try:
                     response = self.request("PATCH", location, step="push blob", ref=ref, scopes=scopes, body=data, headers=headers, retry=False)
-                except _Transient as exc:
+                except Transient as exc:
                     resumes += 1
                     if resumes >= self.options.retry.attempts:
                         raise
                     self._sleep(self.options.retry.delay(resumes - 1, exc.retry_after))
                     location, offset = self._upload_status(location, ref, scopes)
-                    stream.seek(offset) if stream.seekable() else _discard_to(stream, offset)
+                    if not stream.seekable():
+                        raise Transient(f"cannot resume a non-seekable upload source at byte {offset}")
+                    stream.seek(offset)
                     log.info("push blob %s: resuming the upload at byte %d", ref, offset)
                     continue
                 response.close()
@@ -529,7 +464,7 @@ class RegistryClient:
                     raise self.error("push blob", ref, response, scopes)
                 location = self._upload_location(response, ref)
                 offset += n
-        response = self.request("PUT", _with_query(location, digest=digest), step="push blob", ref=ref, scopes=scopes, body=b"", headers={"Content-Length": "0"}, retry=False)
+        response = self.request("PUT", with_query(location, digest=digest), step="push blob", ref=ref, scopes=scopes, body=b"", headers={"Content-Length": "0"}, retry=False)
         response.close()
         if response.status_code != 201:
             raise self.error("push blob", ref, response, scopes)
@@ -539,7 +474,7 @@ class RegistryClient:
         response = self.request("GET", location, step="push blob", ref=ref, scopes=scopes, retry=False)
         response.close()
         if response.status_code != 204:
-            raise _Transient(f"upload session lost (HTTP {response.status_code})")
+            raise Transient(f"upload session lost (HTTP {response.status_code})")
         received = response.headers.get("Range", "")
         start, _, end = received.partition("-")
         # inclusive end; distribution says "0-0" for an empty upload too, so read that as 0
@@ -561,7 +496,7 @@ class RegistryClient:
             try:
                 location = self._upload_location(response, ref, "mount blob")
                 self.request("DELETE", location, step="mount blob", ref=ref, scopes=scopes, retry=False).close()
-            except (RegistryError, _Transient):
+            except (RegistryError, Transient):
                 pass
             return False
         raise self.error("mount blob", ref, response, scopes)
@@ -622,9 +557,9 @@ class RegistryClient:
             try:
                 if response.status_code != 200:
                     raise self.error(step, ref, response, scopes)
-                return response, _read_upto(response.raw, limit + 1, decode=True)
+                return response, read_upto(response.raw, limit + 1, decode=True)
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-                reason = _describe(exc)
+                reason = describe(exc)
                 if attempt + 1 >= policy.attempts:
                     raise RegistryError(f"{step} {ref}: {reason} (after {attempt + 1} attempts)", step=step, ref=ref) from None
                 self._sleep(policy.delay(attempt))
@@ -681,7 +616,7 @@ class _ResumingStream(io.RawIOBase):
             try:
                 data = self._response.raw.read(len(buffer), decode_content=False)
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-                self._resume(_describe(exc))
+                self._resume(describe(exc))
                 continue
             n = len(data)
             buffer[:n] = data
@@ -699,7 +634,7 @@ class _ResumingStream(io.RawIOBase):
         headers = {"Range": f"bytes={self._pos}-"} if self._pos else None
         response = self._client._get_blob(self._repo, self._digest, self._ref, "fetch blob", headers)
         if response.status_code == 200 and self._pos:
-            _discard(response.raw, self._pos)
+            discard(response.raw, self._pos)
         elif response.status_code == 206:
             start = response.headers.get("Content-Range", "").replace("bytes ", "").split("-")[0]
             if start != str(self._pos):
@@ -712,132 +647,6 @@ class _ResumingStream(io.RawIOBase):
             self._response.close()
         finally:
             super().close()
-
-
-def _read_upto(raw: Any, count: int, *, decode: bool = False) -> bytes:
-    """Up to `count` bytes, stopping early only at the end of the body (urllib3 returns
-    short reads; a dropped connection raises on the next read)."""
-    parts: list[bytes] = []
-    left = count
-    while left > 0:
-        block = raw.read(min(left, STREAM_BLOCK), decode_content=decode)
-        if not block:
-            break
-        parts.append(block)
-        left -= len(block)
-    return b"".join(parts)
-
-
-def _discard(raw: Any, count: int) -> None:
-    left = count
-    while left > 0:
-        block = raw.read(min(left, STREAM_BLOCK), decode_content=False)
-        if not block:
-            raise IntegrityError(f"blob ended before offset {count}")
-        left -= len(block)
-
-
-def _discard_to(stream: IO[bytes], offset: int) -> None:
-    raise _Transient(f"cannot resume a non-seekable upload source at {offset}")
-
-
-class _SizedReader:
-    """A file-like body with a known length, so requests sends `Content-Length` and
-    streams it instead of loading it."""
-
-    def __init__(self, stream: IO[bytes], size: int) -> None:
-        self._stream, self._size, self._left = stream, size, size
-
-    def __len__(self) -> int:
-        return self._size
-
-    def read(self, n: int = -1) -> bytes:
-        if self._left <= 0:
-            return b""
-        n = self._left if n is None or n < 0 else min(n, self._left)
-        data = self._stream.read(n)
-        self._left -= len(data)
-        return data
-
-    def __iter__(self) -> Any:
-        return iter(lambda: self.read(STREAM_BLOCK), b"")
-
-    def close(self) -> None:
-        self._stream.close()
-
-
-def _sized(body: Body, size: int) -> Callable[[], Any]:
-    if size == 0:
-        return lambda: b""  # an empty reader would be sent chunked
-    if isinstance(body, bytes):
-        if len(body) != size:
-            raise IntegrityError(f"blob body has {len(body)} bytes, expected {size}")
-        return lambda: body
-    return lambda: _SizedReader(_open_at(body, 0), size)
-
-
-def _open_at(body: Body, offset: int) -> IO[bytes]:
-    if isinstance(body, bytes):
-        stream: IO[bytes] = io.BytesIO(body)
-    elif isinstance(body, Path):
-        stream = open(body, "rb")
-    else:
-        stream = body()
-    if offset:
-        stream.seek(offset)
-    return stream
-
-
-def _open_body(body: Body | Callable[[], Any] | None) -> Any:
-    """A fresh request body for one attempt."""
-    if body is None or isinstance(body, bytes):
-        return body
-    if isinstance(body, Path):
-        return open(body, "rb")
-    return body()
-
-
-def _with_query(url: str, **params: str) -> str:
-    split = urlsplit(url)
-    query = split.query + ("&" if split.query else "") + urlencode(params)
-    return urlunsplit((split.scheme, split.netloc, split.path, query, split.fragment))
-
-
-def _registry_error(response: requests.Response) -> tuple[str, str]:
-    """(code, message) of the first entry of the registry's `errors` JSON, if any."""
-    try:
-        body = response.raw.read(MAX_ERROR_BODY, decode_content=True) if response.raw is not None and not response._content_consumed else response.content
-    except Exception:  # the body is only decoration for the message
-        body = b""
-    if not body and getattr(response, "_content", None):
-        body = response._content or b""
-    try:
-        data = json.loads(body[:MAX_ERROR_BODY] or b"null")
-    except (ValueError, UnicodeDecodeError):
-        return "", ""
-    errors = data.get("errors") if isinstance(data, dict) else None
-    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
-        return "", ""
-    first = errors[0]
-    codes = [str(e.get("code", "")) for e in errors if isinstance(e, dict)]
-    message = str(first.get("message", ""))[:300]
-    return "/".join(c for c in codes if c), message
-
-
-def _code_suffix(response: requests.Response) -> str:
-    code, message = _registry_error(response)
-    out = f" {code}" if code else ""
-    return out + (f": {message}" if message else "")
-
-
-def _challenge_error(response: requests.Response) -> str:
-    header = response.headers.get("WWW-Authenticate", "")
-    marker = 'error="'
-    start = header.find(marker)
-    if start < 0:
-        return ""
-    end = header.find('"', start + len(marker))
-    return header[start + len(marker) : end]
 
 
 def _manifest_media_type(content_type: str, data: bytes, ref: str) -> str:
@@ -856,55 +665,3 @@ def _manifest_media_type(content_type: str, data: bytes, ref: str) -> str:
     raise IntegrityError(f"manifest {ref} is not a JSON object")
 
 
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        out.append(current)
-        stack.extend([current.__cause__, current.__context__])
-        stack.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            stack.append(reason)
-    return out
-
-
-def _is_certificate_error(exc: BaseException) -> bool:
-    return any(isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e) for e in _exception_chain(exc))
-
-
-def _is_refused(exc: BaseException) -> bool:
-    return any(isinstance(e, ConnectionRefusedError) or "Connection refused" in str(e) for e in _exception_chain(exc))
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, secret-free reason for a transport failure (no URLs: they may carry
-    upload state)."""
-    chain = _exception_chain(exc)
-    for e in chain:
-        if isinstance(e, ssl.SSLCertVerificationError):
-            return f"TLS certificate verify failed: {e.verify_message}"
-    for e in chain:
-        if isinstance(e, ssl.SSLError):
-            return f"TLS error: {e.reason or type(e).__name__}"
-    # most specific first (urllib3's NewConnectionError is also a ConnectTimeoutError)
-    checks: list[tuple[Callable[[BaseException], bool], str]] = [
-        (lambda e: isinstance(e, ConnectionRefusedError), "connection refused"),
-        (lambda e: isinstance(e, ConnectionResetError), "connection reset by peer"),
-        (lambda e: isinstance(e, urllib3.exceptions.IncompleteRead), "connection dropped in the middle of the body"),
-        (lambda e: "Remote end closed" in str(e), "connection closed by the server without a response"),
-        (lambda e: isinstance(e, urllib3.exceptions.NameResolutionError), "host name not resolved"),
-        (lambda e: isinstance(e, (TimeoutError, urllib3.exceptions.TimeoutError, requests.exceptions.Timeout)), "timed out"),
-    ]
-    for check, text in checks:
-        if any(check(e) for e in chain):
-            return text
-    for e in chain:
-        if isinstance(e, (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError)):
-            return "connection dropped"
-    return f"connection failed ({type(exc).__name__})"

@@ -157,3 +157,30 @@ def test_refused_connection_is_not_retried_and_says_so(sleeps: list[float]) -> N
         with pytest.raises(RegistryError, match=f"ping 127.0.0.1:{port}: cannot reach registry 127.0.0.1:{port}: connection refused"):
             c.ping()
     assert sleeps == []
+
+
+# --- proxies from the environment ---------------------------------------------------------
+
+
+def test_proxy_from_the_environment_is_used_for_remote_hosts(proxy: FaultProxy, stored: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `registry.invalid` never resolves: only the proxy (which forwards to the registry) can answer
+    monkeypatch.setenv("HTTP_PROXY", f"http://{proxy.host}")
+    for var in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with RegistryClient("registry.invalid:5000", options=ClientOptions(plain_http=True, retry=POLICY)) as c:
+        assert c.blob_size(stored, DIGEST) == len(DATA)
+    assert proxy.seen and all(r.absolute_form for r in proxy.seen)
+
+
+def test_no_proxy_and_loopback_bypass_the_proxy(registry_plain: RegistryServer, proxy: FaultProxy, stored: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://{proxy.host}")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://{proxy.host}")
+    for var in ("NO_PROXY", "no_proxy", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with RegistryClient(registry_plain.host, options=ClientOptions(retry=POLICY)) as c:  # loopback: never proxied
+        assert c.blob_size(stored, DIGEST) == len(DATA)
+    monkeypatch.setenv("NO_PROXY", "registry.invalid")
+    with RegistryClient("registry.invalid:5000", options=ClientOptions(plain_http=True, retry=RetryPolicy(attempts=1))) as c:
+        with pytest.raises(RegistryError, match="cannot reach|host name not resolved|connection failed"):
+            c.blob_size(stored, DIGEST)
+    assert proxy.seen == []
