@@ -207,7 +207,7 @@ class RegistryClient:
             except requests.RequestException as exc:
                 transient = Transient(f"cannot reach registry {self.host}: {describe(exc)}")
                 if isinstance(exc, requests.exceptions.SSLError) or (isinstance(exc, requests.exceptions.ConnectionError) and is_refused(exc)):
-                    raise self._unreachable(step, ref, describe(exc), attempt) from None
+                    raise self._unreachable(step, ref, describe(exc)) from None
             else:
                 if response.status_code == 401:
                     response.close()
@@ -243,7 +243,7 @@ class RegistryClient:
         suffix = f" (after {tries} attempts)" if tries > 1 else ""
         return RegistryError(f"{step} {ref}: {transient.reason}{suffix}", step=step, ref=ref, status=transient.status)
 
-    def _unreachable(self, step: str, ref: str, reason: str, attempt: int) -> RegistryError:
+    def _unreachable(self, step: str, ref: str, reason: str) -> RegistryError:
         hint = ""
         if "certificate" in reason.lower():
             hint = " (use the registry's CA, or --insecure to skip verification)"
