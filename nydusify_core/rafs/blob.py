@@ -41,7 +41,6 @@ __all__ = ["BlobOptions", "BlobReader", "BlobResult", "BlobWriter", "ChunkDict",
 _BLK = C.BLOCK_SIZE
 _HDR = C.TAR_BLOCK
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_READ_SIZE = 1 << 20  # reader I/O granularity for whole-section reads
 
 
 def _align(value: int, alignment: int) -> int:

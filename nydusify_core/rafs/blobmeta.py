@@ -69,7 +69,7 @@ class BlobMetaHeader:
 
     @classmethod
     def decode(cls, data: bytes | bytearray | memoryview) -> "BlobMetaHeader":
-        """Parse and sanity-check a header (not yet against a blob: see `check_against`)."""
+        """Parse and sanity-check a header on its own (BlobReader checks it against the blob)."""
         if len(data) != C.BLOB_META_HEADER_SIZE:
             raise FormatError(f"blob meta header is {len(data)} bytes, expected {C.BLOB_META_HEADER_SIZE}")
         (magic, features, comp, entries, ci_off, ci_csize, ci_usize, zoff, zsize, zcount) = _HEADER.unpack_from(data, 0)
