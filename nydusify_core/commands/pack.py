@@ -1,0 +1,122 @@
+"""`nydusify pack` (alias `build`): a local directory into a RAFS bootstrap and data blob."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nydusify_core.errors import UsageError
+from nydusify_core.rafs import constants as C
+from nydusify_core.rafs.builder import BuildOptions, BuildResult, build_directory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackPaths:
+    bootstrap: Path
+    blob: Path
+
+
+def output_paths(output_dir: Path, name: str) -> PackPaths:
+    """Upstream's names: `<out>/<name>` if it has an extension, else `<out>/<name>.meta`;
+    the blob is `<out>/<name without extension>.blob`."""
+    if not name or "/" in name or name in (".", ".."):
+        raise UsageError(f"invalid --name {name!r}: a plain file name is needed")
+    stem, ext = os.path.splitext(name)
+    bootstrap = output_dir / (name if ext else f"{name}.meta")
+    return PackPaths(bootstrap=bootstrap, blob=output_dir / f"{stem or name}.blob")
+
+
+def parse_chunk_dict(value: str | None) -> Path | None:
+    """`--chunk-dict bootstrap=PATH`, the only form `pack` accepts (as upstream)."""
+    if not value:
+        return None
+    kind, sep, path = value.partition("=")
+    if not sep or kind != "bootstrap" or not path:
+        raise UsageError(f"invalid --chunk-dict {value!r}: expected bootstrap=PATH")
+    return Path(path)
+
+
+def parse_chunk_size(value: str) -> int:
+    try:
+        size = int(value, 0)
+    except ValueError:
+        raise UsageError(f"invalid --chunk-size {value!r}: expected a number such as 0x100000") from None
+    if size & (size - 1) or not C.MIN_CHUNK_SIZE <= size <= C.MAX_BUILD_CHUNK_SIZE:
+        raise UsageError(f"invalid --chunk-size {value}: must be a power of two from 0x1000 to 0x100000")
+    return size
+
+
+def pack_directory(source_dir: Path, output_dir: Path, name: str, options: BuildOptions, *, rename_blob: bool) -> tuple[BuildResult, PackPaths]:
+    if not source_dir.is_dir():
+        raise UsageError(f"source directory {str(source_dir)!r} does not exist or is not a directory")
+    paths = output_paths(output_dir, name)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    result = build_directory(source_dir, options, paths.bootstrap, paths.blob)
+    if result.blob_path is not None and result.blob is not None and rename_blob:
+        final = output_dir / result.blob.blob_id
+        os.replace(result.blob_path, final)
+        result.blob_path = final
+        paths = PackPaths(paths.bootstrap, final)
+    return result, paths
+
+
+def result_json(result: BuildResult, paths: PackPaths, seconds: float) -> dict[str, Any]:
+    return {
+        "bootstrap": str(paths.bootstrap),
+        "blob": str(result.blob_path) if result.blob_path else None,
+        "blob_id": result.blob_id,
+        "blob_size": result.blob_size,
+        "blobs": [b.blob_id for b in result.blob_table],
+        "fs_version": result.bootstrap.version,
+        "files": result.files,
+        "nodes": result.nodes,
+        "chunks": result.chunk_count,
+        "dedup_chunks": result.dedup_chunks,
+        "dedup_bytes": result.dedup_bytes,
+        "seconds": round(seconds, 3),
+    }
+
+
+@click.command("pack")
+@click.option("--source-dir", "--target-dir", "source_dir", required=True, type=click.Path(path_type=Path), envvar="SOURCE_DIR", help="Directory to pack.")
+@click.option("--name", "--meta", "--bootstrap", "name", required=True, envvar=["BOOTSTRAP", "IMAGE_NAME"], help="Bootstrap file name (and blob name stem, meta object key).")
+@click.option("--output-dir", "-o", default="./.nydus-build-output", show_default=True, type=click.Path(path_type=Path), envvar="OUTPUT_DIR", help="Where the bootstrap and blob are written.")
+@click.option("--fs-version", type=click.Choice(["5", "6"]), default="6", show_default=True, envvar="FS_VERSION", help="RAFS version.")
+@click.option("--compressor", type=click.Choice(list(C.BUILD_COMPRESSORS)), default="zstd", show_default=True, envvar="COMPRESSOR", help="Chunk compressor.")
+@click.option("--digester", type=click.Choice(sorted(C.DIGESTER_IDS)), default="blake3", show_default=True, help="Chunk digest algorithm.")
+@click.option("--chunk-size", default="0x100000", show_default=True, envvar="CHUNK_SIZE", help="Chunk size, a power of two from 0x1000 to 0x100000.")
+@click.option("--fs-align-chunk", "--aligned-chunk", "aligned", is_flag=True, help="4 KiB-align uncompressed chunk offsets (always on for RAFS v6).")
+@click.option("--parent-bootstrap", type=click.Path(path_type=Path, dir_okay=False), envvar="PARENT_BOOTSTRAP", help="Build on top of this bootstrap (layered build).")
+@click.option("--chunk-dict", envvar="CHUNK_DICT", help="Reuse chunks of a bootstrap: bootstrap=PATH.")
+@click.option("--prefetch-patterns", "prefetch_stdin", is_flag=True, help="Read prefetch paths (absolute, one per line) from stdin.")
+@click.option("--repeatable", is_flag=True, help="Zero uid/gid so equal trees give equal bytes.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
+def pack_command(
+    source_dir: Path, name: str, output_dir: Path, fs_version: str, compressor: str, digester: str, chunk_size: str,
+    aligned: bool, parent_bootstrap: Path | None, chunk_dict: str | None, prefetch_stdin: bool, repeatable: bool, as_json: bool,
+) -> None:
+    """Pack a local directory into a Nydus bootstrap and data blob."""
+    prefetch: tuple[str, ...] = ()
+    if prefetch_stdin:
+        prefetch = tuple(line.strip() for line in click.get_text_stream("stdin") if line.strip())
+    options = BuildOptions(
+        fs_version=int(fs_version), compressor=compressor, digester=digester, chunk_size=parse_chunk_size(chunk_size),
+        aligned_chunk=aligned, repeatable=repeatable, prefetch=prefetch, parent_bootstrap=parent_bootstrap,
+        chunk_dict=parse_chunk_dict(chunk_dict),
+    )
+    start = time.monotonic()
+    result, paths = pack_directory(source_dir, output_dir, name, options, rename_blob=parent_bootstrap is not None)
+    info = result_json(result, paths, time.monotonic() - start)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        log.info("successfully built Nydus image (bootstrap:'%s', blob:'%s')", info["bootstrap"], info["blob"] or "")
