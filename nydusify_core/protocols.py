@@ -6,11 +6,12 @@ These are structural (`typing.Protocol`) so plugins need not inherit from anythi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Iterator, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
     from nydusify_core.oci.descriptor import Descriptor
-    from nydusify_core.types import BuildOptions, BuiltLayer
+    from nydusify_core.rafs.builder import BuildOptions
+    from nydusify_core.types import BuiltLayer
 
 
 @runtime_checkable
@@ -79,16 +80,21 @@ class StorageBackend(Protocol):
 
 @runtime_checkable
 class LayerBuilder(Protocol):
-    """Turns a layer's tar stream, or a directory, into RAFS artifacts, and merges them."""
+    """Turns one layer's uncompressed tar stream into a packaged Nydus blob layer plus its
+    own bootstrap, and merges per-layer bootstraps into an image's bootstrap.
+
+    Layers are built independently (possibly in parallel threads), so a builder must not
+    share mutable state between `build_layer` calls.
+    """
 
     name: str
 
-    def build_tar(self, stream: IO[bytes], work_dir: Path, options: "BuildOptions") -> "BuiltLayer": ...
+    def build_layer(self, tar_stream: IO[bytes], work_dir: Path, options: "BuildOptions", *, label: str = "") -> "BuiltLayer":
+        """Build one layer into files under `work_dir`; `label` names the layer in errors."""
 
-    def build_dir(self, source_dir: Path, work_dir: Path, options: "BuildOptions") -> "BuiltLayer": ...
-
-    def merge(self, layers: list["BuiltLayer"], output: Path, options: "BuildOptions") -> Path:
-        """Merge per-layer bootstraps (lowest first) into one bootstrap at `output`."""
+    def merge(self, layers: Sequence["BuiltLayer"], output: Path, options: "BuildOptions") -> list[str]:
+        """Overlay the layers' bootstraps (lowest first, OCI whiteouts) into `output`; the
+        merged blob table names each blob by its layer's `blob_id`. Returns the table's ids."""
 
 
 def iter_file(stream: IO[bytes], bufsize: int = 1 << 20) -> Iterator[bytes]:

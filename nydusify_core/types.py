@@ -61,7 +61,7 @@ class TargetSpec(ComponentSpec):
 class BuilderSpec(ComponentSpec):
     """A layer builder. `create(options)` returns a `LayerBuilder`."""
 
-    create: Callable[["BuildOptions"], Any] = field(default=None, repr=False)  # type: ignore[assignment]
+    create: Callable[[Any], Any] = field(default=None, repr=False)  # type: ignore[assignment]
 
     kind = "builder"
 
@@ -112,21 +112,6 @@ class BackendContext:
 
 
 @dataclass(frozen=True)
-class BuildOptions:
-    """Options of one RAFS build (pack, or one layer of a conversion)."""
-
-    fs_version: int = 6
-    compressor: str = "zstd"
-    digester: str = "blake3"
-    chunk_size: int = 0x100000
-    aligned_chunk: bool = False
-    prefetch_patterns: tuple[str, ...] = ()
-    repeatable: bool = False
-    chunk_dict: Path | None = None
-    parent_bootstrap: Path | None = None
-
-
-@dataclass(frozen=True)
 class LayerInfo:
     """A source layer about to be converted."""
 
@@ -141,12 +126,16 @@ class LayerInfo:
 class BuiltLayer:
     """Output of building one layer: a data blob (maybe none) and a bootstrap."""
 
-    bootstrap_path: Path
-    blob_path: Path | None
-    blob_id: str | None
-    blob_size: int = 0
-    digest: str = ""  # sha256 of the packaged layer as pushed
+    bootstrap_path: Path  # this layer's own bootstrap, input of the merge
+    blob_path: Path  # the packaged Nydus blob layer, as pushed
+    blob_id: str  # hex sha256 of blob_path: the layer digest and the merged blob id
+    blob_size: int
+    has_data: bool = True  # False when the layer holds no file data (empty blob table)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.blob_id
 
 
 @dataclass(frozen=True)
