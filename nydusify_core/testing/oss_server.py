@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import socket
-import socketserver
 import tempfile
 import threading
 import time
@@ -215,8 +214,8 @@ class OssServer:
         self._uploads: dict[str, _Upload] = {}
         self._faults: list[OssFault] = []
         self._lock = threading.RLock()
-        self._in_flight: dict[str, int] = {}
-        self._peak: dict[str, int] = {}
+        self._in_flight: dict[tuple[str | None, str], int] = {}
+        self._peak: dict[tuple[str | None, str], int] = {}
         self._barriers: dict[str, tuple[threading.Barrier, list[int]]] = {}
         self._barrier_timeout = 0.0
         self._httpd: _HTTPServer | None = None
@@ -315,9 +314,10 @@ class OssServer:
             self._barriers[op] = (threading.Barrier(parties), [parties])
             self._barrier_timeout = timeout
 
-    def peak_concurrency(self, op: str) -> int:
+    def peak_concurrency(self, op: str, bucket: str | None = None) -> int:
+        """Most requests of `op` (on `bucket`, or on any) ever in flight at once."""
         with self._lock:
-            return self._peak.get(op, 0)
+            return self._peak.get((bucket, op), 0)
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -340,10 +340,12 @@ class OssServer:
         return None
 
     @contextlib.contextmanager
-    def _track(self, op: str) -> Iterator[None]:
+    def _track(self, op: str, bucket: str) -> Iterator[None]:
+        counters = ((None, op), (bucket, op))
         with self._lock:
-            self._in_flight[op] = self._in_flight.get(op, 0) + 1
-            self._peak[op] = max(self._peak.get(op, 0), self._in_flight[op])
+            for counter in counters:
+                self._in_flight[counter] = self._in_flight.get(counter, 0) + 1
+                self._peak[counter] = max(self._peak.get(counter, 0), self._in_flight[counter])
             barrier, entry = self._barriers.get(op, (None, [0]))
             if barrier is not None and entry[0] > 0:
                 entry[0] -= 1
@@ -358,7 +360,8 @@ class OssServer:
             yield
         finally:
             with self._lock:
-                self._in_flight[op] -= 1
+                for counter in counters:
+                    self._in_flight[counter] -= 1
 
     def _bucket(self, name: str) -> _Bucket:
         bucket = self._buckets.get(name)
@@ -434,6 +437,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # --- framing --------------------------------------------------------------------
 
     def _body_chunks(self) -> Iterator[bytes]:
+        self._body_consumed = True  # at most once: a second read would wait for bytes never sent
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             while True:
                 line = self.rfile.readline(1024)
@@ -469,13 +473,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _drain(self) -> None:
         if not self._body_consumed:
-            self._body_consumed = True
             for _ in self._body_chunks():
                 pass
 
     def _store_body(self, dest_dir: Path) -> tuple[Path, int, str, int]:
         """Stream the body to a new file in `dest_dir`: (path, size, md5 hex upper, crc64)."""
-        self._body_consumed = True
         md5, crc, size = hashlib.md5(), crc64_ecma(), 0
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".incoming-")
         try:
@@ -527,7 +529,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             headers["x-oss-err"] = base64.b64encode(body).decode()
             headers["Content-Length"] = "0"
             body = b""
-        self.close_connection = self.close_connection or not self._body_consumed
+        if not self._body_consumed:  # read it, so the client gets to see the answer
+            self._drain()
         self._send(err.status, body, headers)
 
     # --- dispatch -------------------------------------------------------------------
@@ -546,7 +549,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with oss._lock:
             oss.requests.append(self._record)
         try:
-            with oss._track(op):
+            with oss._track(op, bucket):
                 fault = oss._take_fault(self._record)
                 if fault is not None:
                     self._drain()
@@ -622,7 +625,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _op_PutBucket(self, bucket: str, key: str, query: dict[str, str]) -> None:
         self._read_small_body()
-        self._body_consumed = True
         self.server.oss.create_bucket(bucket)
         self._send(200, headers={"Location": f"/{bucket}"})
 
