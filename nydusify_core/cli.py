@@ -15,19 +15,9 @@ import click
 from nydusify_core import __version__
 from nydusify_core.errors import NydusifyError
 from nydusify_core.log import LEVELS, redact, setup_logging
-from nydusify_core.plugins import NydusifyPlugins, create_plugin_manager
+from nydusify_core.commands.common import get_plugins
 
 log = logging.getLogger(__name__)
-
-
-def get_plugins(ctx: click.Context) -> NydusifyPlugins:
-    """The plugin manager of this invocation, created on first use and kept on the root context."""
-    root = ctx.find_root()
-    root.ensure_object(dict)
-    if "plugins" not in root.obj:
-        blocked = root.params.get("disable_plugin") or ()
-        root.obj["plugins"] = create_plugin_manager(blocked=blocked)
-    return root.obj["plugins"]
 
 
 class PluginGroup(click.Group):
@@ -89,10 +79,12 @@ def plugins_command(ctx: click.Context, show_all: bool, hook: str | None, as_jso
 
 
 def _add_builtin_commands() -> None:
+    from nydusify_core.commands.convert import convert_command
     from nydusify_core.commands.inspect import inspect_command
     from nydusify_core.commands.pack import pack_command
     from nydusify_core.commands.unpack import unpack_command
 
+    cli.add_command(convert_command)
     cli.add_command(inspect_command)
     cli.add_command(pack_command)
     cli.add_command(pack_command, name="build")

@@ -37,11 +37,15 @@ class Target(Protocol):
     """Where converted images are written: blobs first, then manifests, then the tag."""
 
     ref: str
+    tag: str | None  # the tag the final manifest or index is pushed under
 
     def has_blob(self, desc: "Descriptor") -> bool: ...
 
     def push_blob(self, desc: "Descriptor", stream: IO[bytes]) -> None:
         """Store a blob whose digest and size `desc` promises; must verify both."""
+
+    def push_path(self, desc: "Descriptor", path: Path) -> None:
+        """`push_blob` of a local file (can be re-read on retries)."""
 
     def push_manifest(self, desc: "Descriptor", data: bytes, *, tag: str | None = None) -> None:
         """Store a manifest or index; with `tag`, make the reference point at it."""

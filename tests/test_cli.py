@@ -87,8 +87,9 @@ def error_plugin(plugin_manager, register_plugin):
 
 def test_nydusify_error_is_one_line_without_traceback_and_secret(monkeypatch, error_plugin, capsys) -> None:
     from nydusify_core import cli as cli_module
+    from nydusify_core.commands import common
 
-    monkeypatch.setattr(cli_module, "create_plugin_manager", lambda **kw: error_plugin)
+    monkeypatch.setattr(common, "create_plugin_manager", lambda **kw: error_plugin)
     with pytest.raises(SystemExit) as exit_info:
         cli_module.main(["fail-auth"])
     err = capsys.readouterr().err
@@ -100,8 +101,9 @@ def test_nydusify_error_is_one_line_without_traceback_and_secret(monkeypatch, er
 
 def test_unexpected_exception_is_one_line_unless_debug(monkeypatch, error_plugin, capsys) -> None:
     from nydusify_core import cli as cli_module
+    from nydusify_core.commands import common
 
-    monkeypatch.setattr(cli_module, "create_plugin_manager", lambda **kw: error_plugin)
+    monkeypatch.setattr(common, "create_plugin_manager", lambda **kw: error_plugin)
     with pytest.raises(SystemExit):
         cli_module.main(["crash"])
     err = capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import IO, Iterable
 
 from nydusify_core.hookspecs import hookimpl
@@ -43,6 +44,10 @@ class OciLayoutTarget:
 
     def push_blob(self, desc: Descriptor, stream: IO[bytes]) -> None:
         self.layout.write_blob(desc, stream)
+
+    def push_path(self, desc: Descriptor, path: Path) -> None:
+        with open(path, "rb") as f:
+            self.layout.write_blob(desc, f)
 
     def push_manifest(self, desc: Descriptor, data: bytes, *, tag: str | None = None) -> None:
         self.layout.write_blob_bytes(desc, data)

@@ -139,11 +139,6 @@ class OciLayout:
 
         self.write_blob(desc, io.BytesIO(data))
 
-    def link_or_copy_blob(self, desc: Descriptor, src: Path) -> None:
-        """Store a file already known to have `desc`'s digest; verified while copying."""
-        with open(src, "rb") as f:
-            self.write_blob(desc, f)
-
     def set_ref(self, desc: Descriptor, tag: str | None) -> None:
         """Make `tag` point at `desc` (replacing an earlier entry with that tag)."""
         if not self.has_blob(desc.digest):
