@@ -7,7 +7,6 @@ the kernel) reads through the device table (§9).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -26,6 +25,7 @@ from nydusify_core.errors import FormatError
 from nydusify_core.rafs import constants as C
 from nydusify_core.rafs.model import BlobInfo, Bootstrap, ChunkInfo, Node
 from nydusify_core.rafs.v6 import RafsV6Reader, read_v6, write_v6
+from nydusify_core.testing.erofs import kernel_mount, read_chunkwise
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "nydus-v2.2"
@@ -516,47 +516,6 @@ def test_fsck_erofs_extracts_written_images(tmp_path: Path, nblobs: int) -> None
 # --------------------------------------------------------------------------------------
 # (4) The kernel mounts written images
 # --------------------------------------------------------------------------------------
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), capture_output=True, text=True)
-
-
-@contextlib.contextmanager
-def mounted(image: Path, blobs: list[Path], mnt: Path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting EROFS needs root")
-    loops: list[str] = []
-    is_mounted = False
-    try:
-        for b in blobs:
-            res = _run("losetup", "-f", "--show", "-r", str(b))
-            if res.returncode:
-                pytest.skip(f"cannot attach a loop device: {res.stderr.strip()}")
-            loops.append(res.stdout.strip())
-        mnt.mkdir()
-        opts = ",".join(["loop", "ro", *(f"device={lo}" for lo in loops)])
-        res = _run("mount", "-t", "erofs", "-o", opts, str(image), str(mnt))
-        if res.returncode:
-            pytest.skip(f"mounting EROFS is not permitted here: {res.stderr.strip()}")
-        is_mounted = True
-        yield mnt
-    finally:
-        if is_mounted:
-            _run("umount", str(mnt))
-        for lo in loops:
-            _run("losetup", "-d", lo)
-
-
-def _read_chunkwise(path: Path, size: int, chunk: int) -> bytes:
-    """Read chunk by chunk without readahead: with two or more blob devices, buffered readahead
-    through the mount can return another device's bytes."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        return b"".join(os.pread(fd, min(chunk, size - off), off) for off in range(0, size, chunk))
-    finally:
-        os.close(fd)
-
-
 def _user_xattrs_visible(mode: int) -> bool:
     return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
@@ -575,7 +534,7 @@ def test_kernel_mount_shows_the_model(tmp_path: Path, nblobs: int, mapped_blkadd
     image.write_bytes(write_v6(bs, mapped_blkaddr=mapped_blkaddr))
     blobs = tb.write_blobs(tmp_path)
     nlinks = expected_nlink(bs)
-    with mounted(image, blobs, tmp_path / "mnt") as mnt:
+    with kernel_mount(image, blobs, tmp_path / "mnt") as mnt:
         inodes: dict[int, set[bytes]] = {}
         for path, node in bs.walk():
             p = os.fsencode(mnt) + (path if path != b"/" else b"")
@@ -592,7 +551,7 @@ def test_kernel_mount_shows_the_model(tmp_path: Path, nblobs: int, mapped_blkadd
             if node.is_symlink():
                 assert os.readlink(p) == node.symlink
             if node.is_reg():
-                assert _read_chunkwise(p, node.size, tb.chunk_size) == tb.content[path], path
+                assert read_chunkwise(p, tb.chunk_size) == tb.content[path], path
             expected = {k: v for k, v in node.xattrs.items()
                         if _user_xattrs_visible(node.mode) or not k.startswith(b"user.")}
             names = os.listxattr(p, follow_symlinks=False)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from nydusify_core.errors import UsageError
+from nydusify_core.errors import NotFoundError, UsageError
 from nydusify_core.rafs import constants as C
 from nydusify_core.rafs.builder import BuildOptions, BuildResult, build_directory
 
@@ -43,6 +43,13 @@ def parse_chunk_dict(value: str | None) -> Path | None:
     if not sep or kind != "bootstrap" or not path:
         raise UsageError(f"invalid --chunk-dict {value!r}: expected bootstrap=PATH")
     return Path(path)
+
+
+def existing_bootstrap(path: Path | None, what: str) -> Path | None:
+    """Refuse a missing parent/dictionary bootstrap up front, naming the option."""
+    if path is not None and not path.is_file():
+        raise NotFoundError(f"{what} {str(path)!r} does not exist or is not a file")
+    return path
 
 
 def parse_chunk_size(value: str) -> int:
@@ -110,8 +117,9 @@ def pack_command(
         prefetch = tuple(line.strip() for line in click.get_text_stream("stdin") if line.strip())
     options = BuildOptions(
         fs_version=int(fs_version), compressor=compressor, digester=digester, chunk_size=parse_chunk_size(chunk_size),
-        aligned_chunk=aligned, repeatable=repeatable, prefetch=prefetch, parent_bootstrap=parent_bootstrap,
-        chunk_dict=parse_chunk_dict(chunk_dict),
+        aligned_chunk=aligned, repeatable=repeatable, prefetch=prefetch,
+        parent_bootstrap=existing_bootstrap(parent_bootstrap, "--parent-bootstrap"),
+        chunk_dict=existing_bootstrap(parse_chunk_dict(chunk_dict), "--chunk-dict bootstrap"),
     )
     start = time.monotonic()
     result, paths = pack_directory(source_dir, output_dir, name, options, rename_blob=parent_bootstrap is not None)

@@ -283,7 +283,10 @@ def _serialize(bs: Bootstrap) -> bytes:
 def _load_bootstrap(path: str | Path) -> Bootstrap:
     from nydusify_core.rafs.bootstrap import read_bootstrap
 
-    return read_bootstrap(Path(path).read_bytes())
+    try:
+        return read_bootstrap(Path(path).read_bytes())
+    except FormatError as exc:  # say which of the parent / dictionary bootstraps is broken
+        raise FormatError(f"bootstrap {os.fsdecode(path)}: {exc}") from None
 
 
 def build_directory(

@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 BlobOpener = Callable[[int, BlobInfo], BlobReader]
 
 
+class _FileBlobReader(BlobReader):
+    """A blob reader that knows its file, so errors can name it."""
+
+    def __init__(self, f: IO[bytes], blob: BlobInfo, *, source: Path) -> None:
+        super().__init__(f, blob)
+        self.source = source
+
+
 def blob_dir_opener(blob_dir: str | Path, blob_file: str | Path | None = None) -> tuple[BlobOpener, Callable[[], None]]:
     """Open blobs as `<blob_dir>/<blob id>` (or the one `blob_file`); returns (opener, closer)."""
     readers: dict[int, BlobReader] = {}
@@ -40,7 +48,7 @@ def blob_dir_opener(blob_dir: str | Path, blob_file: str | Path | None = None) -
             except FileNotFoundError:
                 raise NotFoundError(f"blob {blob.blob_id} not found at {path}") from None
             files.append(f)
-            readers[index] = BlobReader(f, blob)
+            readers[index] = _FileBlobReader(f, blob, source=path)
         return readers[index]
 
     def close() -> None:
@@ -72,10 +80,12 @@ class FileData(io.RawIOBase):
         if not 0 <= chunk.blob_index < len(self._blobs):
             raise FormatError(f"{os.fsdecode(self._path)}: chunk refers to blob {chunk.blob_index}, which is not in the blob table")
         blob = self._blobs[chunk.blob_index]
+        reader = self._opener(chunk.blob_index, blob)
         try:
-            data = self._opener(chunk.blob_index, blob).read_chunk(chunk, compressor=blob.compressor, digester=blob.digester)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{os.fsdecode(self._path)}: {exc}") from None
+            data = reader.read_chunk(chunk, compressor=blob.compressor, digester=blob.digester)
+        except (FormatError, IntegrityError) as exc:  # name both the file and the blob
+            source = getattr(reader, "source", None) or blob.blob_id
+            raise type(exc)(f"{os.fsdecode(self._path)}: {exc} (blob {source})") from None
         self._expected_offset += len(data)
         return data
 
