@@ -254,3 +254,17 @@ def test_compressed_v6_image_mounts_over_its_cache_layout(source: Path, source_s
     with kernel_mount(boot, devices, tmp_path / "mnt") as mnt:
         mounted = snapshot(mnt)
     assert diff_trees(source_snapshot, mounted, **BY_DESIGN) == []
+
+
+def test_unpack_to_tar_extracted_by_gnu_tar_reproduces_the_tree(source: Path, source_snapshot, tmp_path: Path) -> None:
+    """Everything but the socket (a tar cannot hold one) survives bootstrap -> tar -> GNU tar."""
+    if shutil.which("tar") is None:
+        pytest.skip("GNU tar is not installed")
+    boot, blob = pack(source, tmp_path / "out")
+    nydusify("unpack", "--bootstrap", boot, "--blob", blob, "--tar", tmp_path / "image.tar")
+    (tmp_path / "x").mkdir()
+    res = subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", str(tmp_path / "image.tar"),
+                          "-C", str(tmp_path / "x")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    expected = {p: e for p, e in source_snapshot.items() if e.kind != "socket"}
+    assert diff_trees(expected, snapshot(tmp_path / "x"), **BY_DESIGN) == []

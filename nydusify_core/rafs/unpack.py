@@ -241,11 +241,13 @@ def unpack_to_tar(bs: Bootstrap, opener: BlobOpener, out: IO[bytes]) -> int:
             info = tarfile.TarInfo(name)
             info.mode = stat.S_IMODE(node.mode)
             info.uid, info.gid = node.uid, node.gid
-            info.mtime = node.mtime + node.mtime_nsec / 1e9 if node.mtime_nsec else node.mtime
-            if node.xattrs:
-                info.pax_headers = {
-                    "SCHILY.xattr." + os.fsdecode(k): v.decode("utf-8", "surrogateescape") for k, v in node.xattrs.items()
-                }
+            info.mtime = node.mtime
+            pax: dict[str, str] = {}
+            if node.mtime_nsec:  # exact nanoseconds; a float mtime would round them
+                pax["mtime"] = f"{node.mtime}.{node.mtime_nsec:09d}"
+            for k, v in node.xattrs.items():
+                pax["SCHILY.xattr." + os.fsdecode(k)] = v.decode("utf-8", "surrogateescape")
+            info.pax_headers = pax
             kind = stat.S_IFMT(node.mode)
             if kind == stat.S_IFREG:
                 key = (node.hardlink_to or b"/" + path).lstrip(b"/")

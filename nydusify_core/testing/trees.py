@@ -190,8 +190,7 @@ def diff_trees(
                 continue
             a, b = getattr(want, name), getattr(got, name)
             if a != b:
-                if name == "mode":
-                    a, b = f"{a:04o}", f"{b:04o}"
-                out.append(f"{path!r}: {name} {_show(a)} != {_show(b)}")
+                shown = (f"{a:04o}", f"{b:04o}") if name == "mode" else (_show(a), _show(b))
+                out.append(f"{path!r}: {name} {shown[0]} != {shown[1]}")
     return out
 
