@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import platform as _host
+from zlib import error as zlib_error
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Iterable, Mapping, Sequence
@@ -751,3 +752,37 @@ def legacy_reference_blob_ids(bootstrap: Descriptor) -> list[str]:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise FormatError("nydus-reference-blob-ids annotation is not a list of blob ids")
     return ids
+
+
+# --- reading a bootstrap layer back (check, unpack, tests) -----------------------------
+
+
+def extract_bootstrap(layer: IO[bytes], out: IO[bytes], *, max_size: int = 1 << 34) -> int:
+    """Copy `image/image.boot` out of a (gzip) bootstrap layer stream; returns its size.
+
+    Only that exact entry name counts (§1.3: older writers used other modes, never other
+    names); a layer without it is a `FormatError`.
+    """
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=layer, mode="r|*") as tar:
+            for member in tar:
+                if member.name.lstrip("./") == mt.BOOTSTRAP_PATH_IN_LAYER and member.isfile():
+                    if member.size > max_size:
+                        raise FormatError(f"bootstrap of {member.size} bytes is larger than allowed")
+                    src = tar.extractfile(member)
+                    assert src is not None
+                    copied = 0
+                    while True:
+                        chunk = src.read(_COPY)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        copied += len(chunk)
+                    if copied != member.size:
+                        raise FormatError("bootstrap layer ends inside image/image.boot")
+                    return copied
+    except (tarfile.TarError, EOFError, OSError, zlib_error) as exc:
+        raise FormatError(f"bootstrap layer is not a valid (gzip) tar: {exc}") from None
+    raise FormatError(f"bootstrap layer has no {mt.BOOTSTRAP_PATH_IN_LAYER}")

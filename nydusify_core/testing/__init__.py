@@ -7,6 +7,7 @@ plugin managers, real servers on loopback (registry, S3), local OCI test images,
 """
 
 from nydusify_core.testing.images import *  # noqa: F401,F403  (fixtures)
+from nydusify_core.testing.nydus import *  # noqa: F401,F403  (helpers)
 from nydusify_core.testing.oss_server import *  # noqa: F401,F403  (fixtures)
 from nydusify_core.testing.plugins import *  # noqa: F401,F403  (fixtures)
 from nydusify_core.testing.servers import *  # noqa: F401,F403  (fixtures)
