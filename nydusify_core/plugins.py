@@ -44,6 +44,7 @@ BUILTIN_PLUGINS = (
     "nydusify_core.builtin.local_dir",
     "nydusify_core.builtin.localfs",
     "nydusify_core.builtin.docker_archive",
+    "nydusify_core.builtin.rafs_builder",
 )
 
 ENV_DISABLE_AUTOLOAD = "NYDUSIFY_DISABLE_PLUGIN_AUTOLOAD"

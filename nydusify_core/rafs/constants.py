@@ -164,6 +164,10 @@ V6_MAX_CHUNK_BITS = 31 + 12  # 5-bit chunk-size field above the 4 KiB block
 V6_MAPPED_BLKADDR_MODES = ("aligned", "zero")
 V6_DEFAULT_MAPPED_BLKADDR = "aligned"
 V6_ROOT_INO_DIRECTORY_BUILDER = 0  # i_ino of the root written by the directory builder
+V6_ROOT_INO_TAR_BUILDER = 1  # i_ino of the root written by the tar builder (tar-rafs)
+TAR_IMPLIED_DIR_MODE = 0o755  # parents missing from a layer tar: 0755, uid/gid 0, mtime 0
+XATTR_NAME_MAX = 255  # longest full xattr name the builders accept (Linux XATTR_NAME_MAX)
+XATTR_VALUE_MAX = 0xFFFF  # longest xattr value RAFS v6 can store (u16 value_size)
 V6_MAX_DEPTH = 2048  # readers refuse deeper trees (PATH_MAX/2 one-byte components)
 
 # --- RAFS v5 writer/reader details (rafs-format.md §4) --------------------------------
