@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from nydusify_core.builtin.rafs_builder import RafsLayerBuilder
+from nydusify_core.errors import FormatError
 from nydusify_core.plugins import BUILTIN_PLUGINS
 from nydusify_core.protocols import LayerBuilder
 from nydusify_core.rafs import constants as C
@@ -169,7 +170,7 @@ def test_a_dataless_layer_still_yields_a_blob(tmp_path: Path) -> None:
 
 def test_a_bad_layer_names_its_label(tmp_path: Path) -> None:
     bad = tar_of([f("f", b"x"), f("f/g", b"y")])
-    with pytest.raises(Exception, match="layer 7"):
+    with pytest.raises(FormatError, match="layer 7"):
         RafsLayerBuilder().build_layer(io.BytesIO(bad), tmp_path, BuildOptions(), label="layer 7")
 
 

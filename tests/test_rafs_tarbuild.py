@@ -29,7 +29,7 @@ from nydusify_core.rafs.blob import BlobReader
 from nydusify_core.rafs.bootstrap import read_bootstrap
 from nydusify_core.rafs.builder import BuildOptions
 from nydusify_core.rafs.model import Bootstrap
-from nydusify_core.rafs.tarbuild import TarBuildResult, build_tar_layer
+from nydusify_core.rafs.tarbuild import TarBuildResult, build_tar_layer, inherit_implied_dirs
 from nydusify_core.rafs.unpack import blob_dir_opener, unpack_to_dir
 from nydusify_core.rafs.v5 import V5Reader
 from nydusify_core.testing.trees import diff_trees, snapshot
@@ -542,3 +542,23 @@ def test_a_200_mib_file_streams_through_with_bounded_memory(tmp_path: Path) -> N
     assert res.returncode == 0, res.stderr
     growth_kib = int(res.stdout.strip())
     assert growth_kib < 100 * 1024, f"peak RSS grew by {growth_kib} KiB while building a 200 MiB file"
+
+
+# -- implied directories at merge time ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("middle, inherits", [
+    ([reg("other/file", b"o")], True),  # the middle layer does not touch /a
+    ([reg(".wh.a", b"")], False),  # /a removed in between
+    ([reg("a", b"a is a file")], False),  # /a replaced by a file in between
+    ([reg(".wh..wh..opq", b"")], False),  # the root made opaque in between
+])
+def test_implied_directories_take_the_attributes_they_have_below(tmp_path: Path, middle, inherits: bool) -> None:
+    tars = [make_tar([dir_("a", mode=0o700, uid=9, mtime=T0, xattrs={b"user.k": b"v"}), reg("a/f", b"f")]),
+            make_tar(middle), make_tar([reg("a/g", b"g")])]
+    results = [build(tmp_path, tar, name=f"l{i}") for i, tar in enumerate(tars)]
+    layers = [r.bootstrap for r in results]
+    inherit_implied_dirs(layers, [r.implied_dirs for r in results])
+    a = tree_of(layers[2])[b"/a"]
+    got = (a.mode, a.uid, a.mtime, a.xattrs)
+    assert got == ((stat.S_IFDIR | 0o700, 9, T0, {b"user.k": b"v"}) if inherits else (stat.S_IFDIR | 0o755, 0, 0, {}))

@@ -9,7 +9,10 @@ anywhere but the blob.
 Tree rules, following nydus-image v2.2's tar builder (`builder/tarball.rs`):
 
 * The root starts as a directory 0755, uid/gid 0, mtime 0; a `./` entry sets its attributes.
-  Parents missing from the tar are created the same way (0755, uid/gid 0, mtime 0).
+  Parents missing from the tar are created the same way (0755, uid/gid 0, mtime 0). Such
+  "implied" directories are reported (`TarBuildResult.implied_dirs`) so that a merge can
+  keep the lower layers' attributes for them (`inherit_implied_dirs`); nydus-image's merge
+  lets the defaults overwrite them.
 * A path whose parent is not a directory is an error (upstream trips an assertion there).
 * Duplicate paths: the later entry wins. A directory entry over a directory only updates
   the attributes and keeps the children; anything else replaces the node (and drops the
@@ -174,6 +177,7 @@ class _Tree:
             if self.index.get(p) is n:
                 del self.index[p]
             self.nodes -= 1
+            self.implied.discard(id(n))  # ids of dropped nodes may be reused by new ones
             kids = self.kids.pop(id(n), None)
             if kids:
                 stack.extend((p + b"/" + name, k) for name, k in kids.items())
