@@ -104,8 +104,10 @@ def one_file_image(root: Path, size: int) -> str:
             if n == 0:
                 return 0
             self.n += 1
-            block = (hashlib.sha256(seed + self.n.to_bytes(8, "little")).digest() * (MiB // 64)) + b"text line %d\n" % self.n * (MiB // 32)
-            buf[:n] = block[:n]
+            noise = hashlib.sha256(seed + self.n.to_bytes(8, "little")).digest() * (MiB // 64)
+            text = (b"text line %d\n" % self.n) * (MiB // 8)
+            block = (noise + text)[:n]
+            buf[:n] = block
             self.left -= n
             return n
 
