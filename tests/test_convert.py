@@ -223,3 +223,52 @@ def test_hooks_see_every_stage_in_order(synthetic_image, tmp_path: Path, plugin_
     assert calls.count("before_build_layer") == n and calls.count("after_upload_blob") == n
     assert calls.index(f"before_push_manifest:{n}") > max(i for i, c in enumerate(calls) if c == "after_upload_blob")
     assert calls[-2] == "after_push_manifest"
+
+
+@pytest.mark.slow
+def test_debian_like_image_converts_with_the_same_files(debian_image, tmp_path: Path) -> None:
+    out = tmp_path / "nydus"
+    convert_layout(debian_image.ref, out, tmp_path / "work")
+    compare_with_source(debian_image, out, tmp_path)
+
+
+def _layout_with_layer(root: Path, tar_bytes: bytes) -> str:
+    """A one-layer OCI layout around an arbitrary (possibly hostile) tar."""
+    import gzip
+    import hashlib
+
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    layer = gzip.compress(tar_bytes, mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar_bytes).hexdigest()]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": put(config), "size": len(config)},
+        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": put(layer), "size": len(layer)}],
+    }).encode()
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": mt.OCI_MANIFEST, "digest": put(manifest), "size": len(manifest), "annotations": {mt.ANNOTATION_REF_NAME: "latest"}}]}))
+    return f"oci:{root}:latest"
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/../../escape"])
+def test_path_traversal_in_a_layer_is_refused_naming_the_layer(name: str, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    source = _layout_with_layer(tmp_path / "src", raw.getvalue())
+    with pytest.raises(NydusifyError, match=r"layer 1 \(sha256:"):
+        convert_layout(source, tmp_path / "out", tmp_path / "work")
+    assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
