@@ -234,6 +234,84 @@ class _ZstdFrameCheck(io.RawIOBase):
             self._state, self._need = "magic", 4
 
 
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib parses the gzip header and checks CRC32 + ISIZE
+
+
+class _Gunzip(io.RawIOBase):
+    """gzip members (RFC 1952; several may follow each other, NUL padding after a member is
+    skipped, as `gzip.GzipFile` does) inflated by zlib in large blocks.
+
+    `gzip.GzipFile` feeds zlib 8 KiB at a time through several Python calls per block,
+    which makes it about twice as slow as zlib itself; here each call inflates into the
+    caller's buffer size from 1 MiB input blocks, so the GIL is released for long stretches.
+    Errors: `EOFError` for a stream cut inside a member, `zlib.error` for corrupt data.
+    """
+
+    def __init__(self, src: IO[bytes]) -> None:
+        self._src = src
+        self._d: zlib._Decompress | None = None  # current member, None between members
+        self._input = b""  # compressed bytes not yet given to zlib
+        self._src_eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        """More compressed input into `_input`; False at the end of the source."""
+        if self._src_eof:
+            return False
+        data = self._src.read(COPY_SIZE)
+        if not data:
+            self._src_eof = True
+            return False
+        self._input = self._input + data if self._input else data
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        out = self.read(len(b))
+        n = len(out)
+        b[:n] = out
+        return n
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        """Up to `size` bytes (no extra copy: zlib's output object is returned as is)."""
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(COPY_SIZE), b""))
+        want = size
+        if not want:
+            return b""
+        while True:
+            if self._d is None:  # between members: skip NUL padding, stop at the end
+                self._input = self._input.lstrip(b"\0")
+                while not self._input:
+                    if not self._fill():
+                        return b""
+                    self._input = self._input.lstrip(b"\0")
+                self._d = zlib.decompressobj(_GZIP_WBITS)
+            d = self._d
+            if not self._input and not self._fill():
+                out = d.flush()  # output held back by an earlier size limit, if any
+                if not out:
+                    raise EOFError("compressed stream ended inside a gzip member")
+                if len(out) > want:  # cannot happen with zlib's small internal state; be safe
+                    raise EOFError("compressed stream ended inside a gzip member")
+            else:
+                out = d.decompress(self._input, want)
+                self._input = d.unconsumed_tail
+            if d.eof:
+                self._input = d.unused_data + self._input
+                self._d = None
+            if out:
+                return out
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._src.close()
+            finally:
+                super().close()
+
+
 class _DecodedStream(io.RawIOBase):
     """Decompressed bytes of a layer blob, with codec errors mapped to `FormatError` and a
     running sha256 of the output (the layer's diff_id once EOF is reached)."""
@@ -251,7 +329,7 @@ class _DecodedStream(io.RawIOBase):
         self._blob = blob
         self._decoder: IO[bytes]
         if self.compression == "gzip":
-            self._decoder = gzip.GzipFile(fileobj=raw, mode="rb")
+            self._decoder = _Gunzip(_Prefixed(head, blob))
         elif self.compression == "zstd":
             checked = io.BufferedReader(_ZstdFrameCheck(raw, self.where), buffer_size=COPY_SIZE)
             self._decoder = zstandard.ZstdDecompressor().stream_reader(
