@@ -11,7 +11,6 @@ Stage hooks run at each step; one raising aborts the run before anything later i
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -74,28 +73,13 @@ class _Counting(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
-        data = self._stream.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
+        if hasattr(self._stream, "readinto"):  # no intermediate bytes object
+            n = self._stream.readinto(buffer) or 0
+        else:
+            data = self._stream.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
         self._progress.add_bytes(n)
-        return n
-
-
-class _Hashing(io.RawIOBase):
-    """sha256 of the uncompressed tar (the layer's diff_id) while the builder reads it."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self.hash = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        data = self._stream.read(len(buffer))
-        self.hash.update(data)
-        n = len(data)
-        buffer[:n] = data
         return n
 
 
@@ -171,8 +155,7 @@ class _Conversion:
         raw = self.source.open_blob(desc)
         try:
             counted = io.BufferedReader(_Counting(raw, progress), _COPY)
-            tar = _Hashing(open_layer_tar(counted, media_type=desc.media_type, layer=label))
-            stream = io.BufferedReader(tar, _COPY)
+            stream = open_layer_tar(counted, media_type=desc.media_type, layer=label)  # hashes the tar
             layer_dir = self.work / "layers" / desc.hex
             layer_dir.mkdir(parents=True, exist_ok=True)
             built = self.builder.build_layer(stream, layer_dir, self.build_options, label=label)
@@ -180,7 +163,7 @@ class _Conversion:
             _drain(counted)  # the rest of the blob, so its digest is verified
         finally:
             raw.close()
-        diff_id = "sha256:" + tar.hash.hexdigest()
+        diff_id = stream.raw.diff_id  # type: ignore[attr-defined]
         expected = image.config.diff_ids[index]
         if diff_id != expected:
             raise IntegrityError(f"{label}: uncompressed digest {diff_id} differs from the config's diff_id {expected}", expected=expected, got=diff_id)

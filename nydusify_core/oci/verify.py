@@ -26,9 +26,13 @@ class VerifyingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
-        data = self._stream.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
+        if hasattr(self._stream, "readinto"):  # straight into the caller's buffer
+            n = self._stream.readinto(buffer) or 0
+            data = memoryview(buffer)[:n]
+        else:
+            data = self._stream.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
         if n:
             self._hash.update(data)
             self._count += n
