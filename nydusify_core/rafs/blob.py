@@ -149,6 +149,15 @@ def _work(data: bytes, compressor: str, digester: str) -> tuple[bytes, bytes, bo
     return digest(digester, data), stored, compressed
 
 
+def _work_batch(datas: list[bytes], compressor: str, digester: str) -> list[tuple[bytes, bytes, bool]]:
+    return [_work(data, compressor, digester) for data in datas]
+
+
+# Chunks are handed to the workers in batches of about this many bytes: one future per
+# small file would cost more in thread hand-offs (and GIL convoys) than compressing it.
+_BATCH_BYTES = 1 << 20
+
+
 class BlobWriter:
     """Streams chunk data into `out` (a binary file opened for writing at offset 0)."""
 
@@ -184,8 +193,11 @@ class BlobWriter:
         if threads is None:
             threads = min(8, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="blob") if threads > 0 else None
-        self._max_pending = 2 * threads + 2
-        self._pending: collections.deque[tuple[Future, ChunkInfo]] = collections.deque()
+        self._max_pending = 2 * threads + 2  # batches in flight (bounded memory)
+        self._pending: collections.deque[tuple[Future, list[ChunkInfo]]] = collections.deque()
+        self._batch: list[bytes] = []  # chunks not yet handed to a worker, in order
+        self._batch_ph: list[ChunkInfo] = []
+        self._batch_bytes = 0
         self.dedup_chunks = 0
         self.dedup_bytes = 0
 
@@ -202,6 +214,7 @@ class BlobWriter:
             for fut, _ in self._pending:
                 fut.cancel()
             self._pending.clear()
+            self._batch, self._batch_ph, self._batch_bytes = [], [], 0
             self._pool.shutdown(wait=True)
             self._pool = None
 
@@ -225,10 +238,22 @@ class BlobWriter:
         if self._pool is None:
             self._commit(ph, _work(data, self.options.compressor, self.options.digester))
             return ph
-        self._pending.append((self._pool.submit(_work, data, self.options.compressor, self.options.digester), ph))
+        self._batch.append(data)
+        self._batch_ph.append(ph)
+        self._batch_bytes += len(data)
+        if self._batch_bytes >= _BATCH_BYTES:
+            self._submit_batch()
+        return ph
+
+    def _submit_batch(self) -> None:
+        if not self._batch:
+            return
+        assert self._pool is not None
+        fut = self._pool.submit(_work_batch, self._batch, self.options.compressor, self.options.digester)
+        self._pending.append((fut, self._batch_ph))
+        self._batch, self._batch_ph, self._batch_bytes = [], [], 0
         while len(self._pending) > self._max_pending:
             self._drain_one()
-        return ph
 
     def add_file(self, f: BinaryIO, size: int) -> list[ChunkInfo]:
         """Read exactly `size` bytes from `f` chunk by chunk; records in file order."""
@@ -248,12 +273,15 @@ class BlobWriter:
         return chunks
 
     def flush(self) -> None:
+        if self._pool is not None:
+            self._submit_batch()
         while self._pending:
             self._drain_one()
 
     def _drain_one(self) -> None:
-        fut, ph = self._pending.popleft()
-        self._commit(ph, fut.result())
+        fut, phs = self._pending.popleft()
+        for ph, result in zip(phs, fut.result()):
+            self._commit(ph, result)
 
     def _lookup(self, dig: bytes, usize: int) -> ChunkInfo | None:
         if self._dict is not None:
