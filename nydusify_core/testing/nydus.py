@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from nydusify_core.oci import image as img
 from nydusify_core.oci import mediatypes as mt
@@ -14,8 +14,9 @@ from nydusify_core.oci.layout import OciLayout
 from nydusify_core.rafs.bootstrap import read_bootstrap
 from nydusify_core.rafs.model import Bootstrap
 from nydusify_core.rafs.unpack import blob_dir_opener, unpack_to_dir
+from nydusify_core.types import EndpointOptions
 
-__all__ = ["NydusLayoutImage", "open_nydus_layout", "unpack_nydus_image"]
+__all__ = ["NydusLayoutImage", "open_nydus_layout", "open_nydus_registry", "pull_to_layout", "unpack_nydus_image"]
 
 
 @dataclass
@@ -77,3 +78,47 @@ def unpack_nydus_image(image: NydusLayoutImage, output: str | Path, blob_dir: st
     finally:
         close()
     return Path(output)
+
+
+def pull_to_layout(ref: str, layout_dir: str | Path, *, tag: str = "latest", insecure: bool = False,
+                   plain_http: bool = False, extra: Mapping[str, Any] | None = None) -> Descriptor:
+    """Copy the image `ref` (any source plugin: a registry reference, `oci:`, ...) with every
+    manifest, config and layer of every platform into an OCI layout under `tag`.
+
+    Tests read images pushed to registries this way, through the same source plugins the
+    product uses, and then with the layout helpers above. Returns the root descriptor."""
+    from nydusify_core.plugins import create_plugin_manager
+
+    plugins = create_plugin_manager()
+    spec = plugins.detect_source(ref)
+    layout = OciLayout(layout_dir)
+    layout.init()
+    source = spec.open(ref, EndpointOptions(insecure=insecure, plain_http=plain_http, extra=dict(extra or {})))
+    try:
+        root = source.resolve()
+        pending = [root]
+        while pending:
+            desc = pending.pop()
+            data = source.fetch(desc)
+            layout.write_blob_bytes(desc, data)
+            if desc.media_type in mt.INDEX_TYPES:
+                pending.extend(img.parse_index(data, desc.media_type).manifests)
+                continue
+            manifest = img.parse_manifest(data, desc.media_type)
+            layout.write_blob_bytes(manifest.config, source.fetch(manifest.config))
+            for layer in manifest.layers:
+                if not layout.has_blob(layer.digest):
+                    with source.open_blob(layer) as stream:
+                        layout.write_blob(layer, stream)
+        layout.set_ref(root, tag)
+    finally:
+        source.close()
+    return root
+
+
+def open_nydus_registry(ref: str, work: str | Path, *, platform: str | None = None, insecure: bool = False,
+                        plain_http: bool = False, extra: Mapping[str, Any] | None = None) -> NydusLayoutImage:
+    """A Nydus image pushed to a registry, pulled into `work/layout` and opened like a layout."""
+    work = Path(work)
+    pull_to_layout(ref, work / "layout", insecure=insecure, plain_http=plain_http, extra=extra)
+    return open_nydus_layout(work / "layout", work / "boot", platform=platform)
