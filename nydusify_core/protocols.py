@@ -83,6 +83,46 @@ class StorageBackend(Protocol):
 
 
 @runtime_checkable
+class ObjectStore(Protocol):
+    """Optional extension of `StorageBackend` for objects named by key, not blob id.
+
+    `pack --backend-push` stores a bootstrap under `meta_prefix + name` and blobs under
+    `blob_prefix + blob id`; `unpack`/`inspect --bootstrap-key` read a bootstrap back by
+    key. Object-storage backends (oss, s3) implement it; for the others those options
+    fail with a clear error (see `require_object_store`). Backend configs that support
+    pack carry `meta_prefix` and `blob_prefix` fields.
+    """
+
+    def object_exists(self, key: str) -> bool: ...
+
+    def put_object(self, key: str, path: Path) -> str:
+        """Upload the file at `path` to `key` (overwriting), all or nothing; return its URL."""
+
+    def open_object(self, key: str) -> IO[bytes]:
+        """A stream of the whole object; `NotFoundError` when absent."""
+
+    def object_url(self, key: str) -> str:
+        """How logs and `--json` name the object, e.g. `oss://bucket/key` (never secrets)."""
+
+    def with_object_prefix(self, prefix: str) -> "ObjectStore":
+        """The same client, with blob ids mapped to `prefix + blob id`."""
+
+
+OBJECT_STORE_METHODS = ("object_exists", "put_object", "open_object", "object_url", "with_object_prefix")
+
+
+def require_object_store(backend: object, what: str) -> ObjectStore:
+    """`backend` as an `ObjectStore`, or a `UsageError` saying which feature needs it."""
+    from nydusify_core.errors import UsageError
+
+    missing = [m for m in OBJECT_STORE_METHODS if not callable(getattr(backend, m, None))]
+    if missing:
+        kind = getattr(backend, "type", type(backend).__name__)
+        raise UsageError(f"backend {kind!r} cannot store objects by key ({', '.join(missing)} missing), which {what} needs; use oss or s3")
+    return backend  # type: ignore[return-value]
+
+
+@runtime_checkable
 class LayerBuilder(Protocol):
     """Turns one layer's uncompressed tar stream into a packaged Nydus blob layer plus its
     own bootstrap, and merges per-layer bootstraps into an image's bootstrap.

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from nydusify_core.commands.backend import CliBackend, backend_options, open_cli_backend
+from nydusify_core.commands.common import load_bootstrap
 from nydusify_core.errors import NotFoundError, UsageError
 from nydusify_core.rafs import constants as C
 from nydusify_core.rafs.builder import BuildOptions, BuildResult, build_directory
@@ -93,6 +95,40 @@ def result_json(result: BuildResult, paths: PackPaths, seconds: float) -> dict[s
     }
 
 
+def push_packed(cli_backend: CliBackend, name: str, result: BuildResult, paths: PackPaths, parent: Path | None, *, force: bool) -> dict[str, Any]:
+    """Upstream's push (§4 step 10): parent blobs, then the new blob, each under
+    `blob_prefix + id` and skipped when present (unless forced), then the bootstrap, always,
+    under `meta_prefix + name` as given. Returns the object URLs for the log and `--json`."""
+    store = cli_backend.store("pack --backend-push")
+    blob_prefix = cli_backend.blob_prefix
+    blobs: list[dict[str, Any]] = []
+
+    def push_blob(blob_id: str, path: Path | None) -> None:
+        key = blob_prefix + blob_id
+        url = store.object_url(key)
+        if not force and store.object_exists(key):
+            log.info("blob %s already at %s, not uploading", blob_id, url)
+            blobs.append({"id": blob_id, "url": url, "uploaded": False})
+            return
+        if path is None or not path.is_file():
+            raise NotFoundError(f"blob {blob_id} is neither at {url} nor at {path}: cannot push it")
+        store.put_object(key, path)
+        log.info("pushed blob %s to %s", blob_id, url)
+        blobs.append({"id": blob_id, "url": url, "uploaded": True})
+
+    if parent is not None:
+        new_id = result.blob.blob_id if result.blob is not None else None
+        for blob in load_bootstrap(parent).blobs:
+            if blob.blob_id != new_id:
+                push_blob(blob.blob_id, paths.bootstrap.parent / blob.blob_id)
+    if result.blob is not None and result.blob_path is not None:
+        push_blob(result.blob.blob_id, result.blob_path)
+    meta_key = cli_backend.meta_key(name)
+    bootstrap_url = store.put_object(meta_key, paths.bootstrap)
+    log.info("pushed bootstrap to %s", bootstrap_url)
+    return {"type": cli_backend.type, "bootstrap_url": bootstrap_url, "blobs": blobs}
+
+
 @click.command("pack")
 @click.option("--source-dir", "--target-dir", "source_dir", required=True, type=click.Path(path_type=Path), envvar="SOURCE_DIR", help="Directory to pack.")
 @click.option("--name", "--meta", "--bootstrap", "name", required=True, envvar=["BOOTSTRAP", "IMAGE_NAME"], help="Bootstrap file name (and blob name stem, meta object key).")
@@ -106,12 +142,37 @@ def result_json(result: BuildResult, paths: PackPaths, seconds: float) -> dict[s
 @click.option("--chunk-dict", envvar="CHUNK_DICT", help="Reuse chunks of a bootstrap: bootstrap=PATH.")
 @click.option("--prefetch-patterns", "prefetch_stdin", is_flag=True, help="Read prefetch paths (absolute, one per line) from stdin.")
 @click.option("--repeatable", is_flag=True, help="Zero uid/gid so equal trees give equal bytes.")
+@click.option("--backend-push", is_flag=True, envvar="BACKEND_PUSH", help="Push the bootstrap (meta_prefix + name) and blobs (blob_prefix + id) to the backend.")
+@backend_options(default_type="oss")
+@click.option("--backend-force-push", is_flag=True, envvar="BACKEND_FORCE_PUSH", help="Upload blobs even when the backend has them.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
+@click.pass_context
 def pack_command(
-    source_dir: Path, name: str, output_dir: Path, fs_version: str, compressor: str, digester: str, chunk_size: str,
-    aligned: bool, parent_bootstrap: Path | None, chunk_dict: str | None, prefetch_stdin: bool, repeatable: bool, as_json: bool,
+    ctx: click.Context, source_dir: Path, name: str, output_dir: Path, fs_version: str, compressor: str, digester: str, chunk_size: str,
+    aligned: bool, parent_bootstrap: Path | None, chunk_dict: str | None, prefetch_stdin: bool, repeatable: bool,
+    backend_push: bool, backend_type: str, backend_config: str | None, backend_config_file: str | None, backend_force_push: bool,
+    as_json: bool,
 ) -> None:
-    """Pack a local directory into a Nydus bootstrap and data blob."""
+    """Pack a local directory into a Nydus bootstrap and data blob (optionally pushed to OSS/S3)."""
+    if not source_dir.is_dir():
+        raise UsageError(f"source directory {str(source_dir)!r} does not exist or is not a directory")
+    cli_backend = None
+    if backend_push:  # upstream checks the backend config before building anything
+        cli_backend = open_cli_backend(ctx, backend_type, backend_config, backend_config_file, needed_by="--backend-push")
+        cli_backend.store("pack --backend-push")
+    try:
+        _pack(name, source_dir, output_dir, fs_version, compressor, digester, chunk_size, aligned, parent_bootstrap,
+              chunk_dict, prefetch_stdin, repeatable, cli_backend, backend_force_push, as_json)
+    finally:
+        if cli_backend is not None:
+            cli_backend.close()
+
+
+def _pack(
+    name: str, source_dir: Path, output_dir: Path, fs_version: str, compressor: str, digester: str, chunk_size: str,
+    aligned: bool, parent_bootstrap: Path | None, chunk_dict: str | None, prefetch_stdin: bool, repeatable: bool,
+    cli_backend: CliBackend | None, force_push: bool, as_json: bool,
+) -> None:
     prefetch: tuple[str, ...] = ()
     if prefetch_stdin:
         prefetch = tuple(line.strip() for line in click.get_text_stream("stdin") if line.strip())
@@ -122,9 +183,16 @@ def pack_command(
         chunk_dict=existing_bootstrap(parse_chunk_dict(chunk_dict), "--chunk-dict bootstrap"),
     )
     start = time.monotonic()
-    result, paths = pack_directory(source_dir, output_dir, name, options, rename_blob=parent_bootstrap is not None)
+    rename = parent_bootstrap is not None or cli_backend is not None
+    result, paths = pack_directory(source_dir, output_dir, name, options, rename_blob=rename)
+    pushed = push_packed(cli_backend, name, result, paths, options.parent_bootstrap, force=force_push) if cli_backend else None
     info = result_json(result, paths, time.monotonic() - start)
+    if pushed is not None:
+        info["backend"] = pushed
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
         log.info("successfully built Nydus image (bootstrap:'%s', blob:'%s')", info["bootstrap"], info["blob"] or "")
+        if pushed is not None:
+            blob_urls = [b["url"] for b in pushed["blobs"]]
+            log.info("successfully pushed Nydus image (bootstrap:'%s', blobs:%s)", pushed["bootstrap_url"], blob_urls)

@@ -192,7 +192,10 @@ class OssBackend:
         self.put_object(key, path)
 
     def open(self, blob_id: str) -> IO[bytes]:
-        key = self.key_for(blob_id)
+        return self.open_object(self.key_for(blob_id))
+
+    def open_object(self, key: str) -> IO[bytes]:
+        """A stream of the object at `key` (CRC-64 checked by the SDK at its end)."""
         result = self._retry("get", key, lambda: self._reader.get_object(key))
         raw = _ObjectStream(result, lambda exc: self._error(exc, "read", key))
         return io.BufferedReader(raw, READ_BLOCK)

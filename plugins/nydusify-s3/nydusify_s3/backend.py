@@ -172,7 +172,10 @@ class S3Backend:
         self.put_object(key, path)
 
     def open(self, blob_id: str) -> IO[bytes]:
-        key = self.key_for(blob_id)
+        return self.open_object(self.key_for(blob_id))
+
+    def open_object(self, key: str) -> IO[bytes]:
+        """A stream of the object at `key` (checksum-verified when S3 stored one)."""
         response = self._call("get", key, lambda: self._client.get_object(Bucket=self.bucket_name, Key=key, ChecksumMode="ENABLED"))
         raw = _BodyStream(response["Body"], lambda exc: self._error(exc, "read", key))
         return io.BufferedReader(raw, READ_BLOCK)
