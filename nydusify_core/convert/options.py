@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -61,11 +62,30 @@ class ConvertOptions:
         return self.backend_type not in ("", "registry")
 
 
+# a Docker/OCI tag (distribution's reference grammar)
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+# transports whose references are paths, not registry references
+_PATH_TRANSPORTS = ("oci:", "oci-archive:", "dir:", "docker-archive:")
+
+
 def target_with_suffix(source: str, suffix: str) -> str:
-    """`--target-suffix`: the tagged source reference plus `suffix` (digests are refused)."""
+    """`--target-suffix`: the tagged source reference plus `suffix` (digests are refused).
+
+    A registry reference without a tag gets `latest` first, as the Docker CLI would read it
+    (`localhost:5000/app` -> `localhost:5000/app:latest-nydus`; a port is not a tag), and
+    the suffixed tag must still be a valid tag."""
+    if not suffix:
+        raise UsageError("--target-suffix must not be empty")
     if "@" in source:
         raise UsageError("--target-suffix cannot be used with a source pinned by digest")
-    last = source.rsplit("/", 1)[-1]
     if source.startswith("oci:"):
         return source + suffix if source.count(":") >= 2 else f"{source}:latest{suffix}"
-    return f"{source}{suffix}" if ":" in last else f"{source}:latest{suffix}"
+    if source.startswith(_PATH_TRANSPORTS):
+        raise UsageError(f"--target-suffix needs a registry or oci: source, not {source!r}; give --target")
+    name = source[len("docker://"):] if source.startswith("docker://") else source
+    last = name.rsplit("/", 1)[-1]
+    repo, _, tag = last.partition(":")
+    tag = (tag or "latest") + suffix
+    if not _TAG.fullmatch(tag):
+        raise UsageError(f"--target-suffix {suffix!r} gives the invalid tag {tag!r}")
+    return f"{name[: len(name) - len(last)]}{repo}:{tag}"
