@@ -23,6 +23,7 @@ from typing import IO, Any
 from nydusify_core.config import load_dataclass
 from nydusify_core.convert.options import ConvertOptions
 from nydusify_core.convert.progress import Progress
+from nydusify_core.convert.readahead import ReadAhead
 from nydusify_core.convert.workdir import scratch_dir
 from nydusify_core.errors import IntegrityError, UsageError
 from nydusify_core.oci import image as img
@@ -153,17 +154,24 @@ class _Conversion:
         info = LayerInfo(index, desc.digest, desc.media_type, desc.size, image.platform)
         self.plugins.before_build_layer(self.ctx, info)
         raw = self.source.open_blob(desc)
+        ahead: ReadAhead | None = None
         try:
             counted = io.BufferedReader(_Counting(raw, progress), _COPY)
-            stream = open_layer_tar(counted, media_type=desc.media_type, layer=label)  # hashes the tar
+            tar = open_layer_tar(counted, media_type=desc.media_type, layer=label)  # hashes the tar
+            # reading, verifying, inflating and hashing overlap the build on their own thread
+            ahead = ReadAhead(tar, block=_COPY, name=f"read-{desc.hex[:12]}")
+            stream = io.BufferedReader(ahead, _COPY)
             layer_dir = self.work / "layers" / desc.hex
             layer_dir.mkdir(parents=True, exist_ok=True)
             built = self.builder.build_layer(stream, layer_dir, self.build_options, label=label)
             _drain(stream)  # the rest of the tar (padding), so the diff_id covers it all
+            ahead.close()  # the reader thread has finished: `tar` and `counted` are ours again
             _drain(counted)  # the rest of the blob, so its digest is verified
         finally:
+            if ahead is not None:
+                ahead.close()
             raw.close()
-        diff_id = stream.raw.diff_id  # type: ignore[attr-defined]
+        diff_id = tar.raw.diff_id  # type: ignore[attr-defined]
         expected = image.config.diff_ids[index]
         if diff_id != expected:
             raise IntegrityError(f"{label}: uncompressed digest {diff_id} differs from the config's diff_id {expected}", expected=expected, got=diff_id)
