@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from itertools import count
-from typing import Collection, Sequence
+from typing import Collection, Sequence, TypeVar
 
 from nydusify_core.errors import FormatError, UsageError
 from nydusify_core.rafs import constants as C
 from nydusify_core.rafs.model import BlobInfo, Bootstrap, Node
+
+_T = TypeVar("_T")
 
 __all__ = ["merge_bootstraps", "whiteout_target"]
 
@@ -55,6 +57,15 @@ def _hex_digest(value: str | bytes, what: str) -> bytes:
 def _check_list(values: Sequence | None, n: int, what: str) -> None:
     if values is not None and len(values) != n:
         raise UsageError(f"{len(values)} {what} given for {n} bootstraps")
+
+
+def _clone(obj: _T, **changes: object) -> _T:
+    """`dataclasses.replace` for plain record dataclasses without its per-call field
+    introspection (a merge copies every node and chunk record of every layer)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 def _split(path: bytes) -> list[bytes]:
@@ -184,12 +195,13 @@ class _TreeMerger:
 
     def _copy(self, layer: int, node: Node, remap: list[int], key: object) -> Node:
         chunks = []
+        n = len(remap)
         for ch in node.chunks:
-            if not 0 <= ch.blob_index < len(remap):
+            if not 0 <= ch.blob_index < n:
                 raise FormatError(f"layer {layer}: chunk of {node.name[:64]!r} refers to blob {ch.blob_index}")
-            chunks.append(replace(ch, blob_index=remap[ch.blob_index]))
+            chunks.append(_clone(ch, blob_index=remap[ch.blob_index]))
         ino = self._inos.setdefault((layer, key), next(self._ino))
-        return replace(node, children=[], chunks=chunks, xattrs=dict(node.xattrs), ino=ino, hardlink_to=None)
+        return _clone(node, children=[], chunks=chunks, xattrs=dict(node.xattrs), ino=ino, hardlink_to=None)
 
     def _layer_keys(self, layer: int, root: Node) -> tuple[dict[int, object], dict[int, bytes]]:
         """Hardlink group key per node of one layer, plus cross-layer hardlink targets."""
