@@ -214,8 +214,13 @@ class _Conversion:
         self.target.push_blob(desc, io.BytesIO(data))
 
     def _convert_image(self, n: int, image: _Image, jobs: dict[str, Future[BuiltLayer]], *, for_merged_index: bool, tag: str | None) -> Descriptor:
-        built = [jobs[d.digest].result() for d in image.manifest.layers]
-        results = [img.LayerResult(self._store_blob(b) if (self.options.keep_dataless or b.has_data) else img.nydus_blob_descriptor(b.digest, b.blob_size), b.has_data) for b in built]
+        built: list[BuiltLayer] = []
+        results: list[img.LayerResult] = []
+        for d in image.manifest.layers:  # store each blob while the later layers still build
+            b = jobs[d.digest].result()
+            built.append(b)
+            stored = self._store_blob(b) if (self.options.keep_dataless or b.has_data) else img.nydus_blob_descriptor(b.digest, b.blob_size)
+            results.append(img.LayerResult(stored, b.has_data))
         blobs = img.blob_layers(results, keep_dataless=self.options.keep_dataless)
         if self.options.external_backend:
             blobs = [img.nydus_blob_descriptor(b.digest, b.blob_size) for b in built if b.has_data]
