@@ -135,10 +135,13 @@ class RegistryClient:
         kwargs.setdefault("allow_redirects", True)
         if self._verify is not False:
             return self.session.request(method, url, verify=self._verify, proxies=self._proxies(url), **kwargs)
-        # insecure is the user's explicit choice, logged once; urllib3 would warn per request
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-            return self.session.request(method, url, verify=False, proxies=self._proxies(url), **kwargs)
+        # insecure is the user's explicit choice, logged once; urllib3 would warn per request.
+        # A process-wide filter, not catch_warnings(): that one saves and restores the global
+        # filter list, so threads leaving it (layers stream in parallel) drop each other's
+        # filter mid-request. Re-inserted per request (filterwarnings deduplicates), since
+        # callers such as test runners may reset the filters at any time.
+        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+        return self.session.request(method, url, verify=False, proxies=self._proxies(url), **kwargs)
 
     def _send(self, method: str, url: str, body: Body | None, **kwargs: Any) -> requests.Response:
         """Send once, switching this host to plain HTTP when allowed and the HTTPS attempt
