@@ -307,7 +307,7 @@ def test_blob_id_skips_the_digest_array_and_file_digest_covers_everything(tmp_pa
 
 
 def test_duplicate_chunks_are_written_once_and_referenced_with_their_own_file_offset(tmp_path):
-    block = os.urandom(4096)
+    block = b"\0" + os.urandom(4095)  # never starts with b"x", so the second file differs
     opts = BlobOptions(fs_version=5, compressor="none", chunk_size=4096)
     path, files, table, _ = write_blob(tmp_path, [block * 3, b"x" + block[1:], block], opts)
     first, second, third = files

@@ -362,7 +362,7 @@ def convert(options: ConvertOptions, plugins: NydusifyPlugins | None = None) -> 
             try:
                 target = target_spec.open(options.target, EndpointOptions(
                     insecure=options.target_insecure, plain_http=options.plain_http, work_dir=work,
-                    extra={**common, "mount_from": [options.source] if source_spec.name == target_spec.name else []},
+                    extra={**common, "force_push": options.backend_force_push, "mount_from": [options.source] if source_spec.name == target_spec.name else []},
                 ))
                 try:
                     result = _Conversion(options, plugins, ctx, source, target, work).run()
