@@ -16,13 +16,15 @@ import pytest
 
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.testing.images import (
-    BuiltImage, ImageBuildError, expected_rootfs, push_image, tree_entries,
+    BuiltImage, ImageBuildError, expected_rootfs, push_image,
 )
 from nydusify_core.testing.imagebuild import synthetic
 from nydusify_core.testing.imagebuild.cache import CACHE_ENV, cached_build
 from nydusify_core.testing.imagebuild.tools import run
+from nydusify_core.testing.trees import Entry, diff_trees, snapshot
 
 DEEP_PATH = "data/" + "/".join(synthetic.DEEP_DIRS)
+DEEP = b"/" + DEEP_PATH.encode()  # the same path as a snapshot key
 
 
 def skopeo_inspect(ref: str, *extra: str) -> dict:
@@ -44,8 +46,8 @@ def rootfs(synthetic_image: BuiltImage) -> Path:
 
 
 @pytest.fixture(scope="module")
-def synthetic_tree(rootfs: Path) -> dict:
-    return tree_entries(rootfs)
+def synthetic_tree(rootfs: Path) -> dict[bytes, Entry]:
+    return snapshot(rootfs)
 
 
 # --- synthetic: the image itself ------------------------------------------------------------
@@ -100,98 +102,103 @@ def test_synthetic_builds_byte_identically(synthetic_image: BuiltImage, tmp_path
 
 # --- synthetic: the expected rootfs --------------------------------------------------------
 
-def test_rootfs_has_device_nodes_and_a_fifo(synthetic_tree: dict) -> None:
-    assert (synthetic_tree["devices/char-1-3"].kind, synthetic_tree["devices/char-1-3"].rdev) == ("char", (1, 3))
-    assert (synthetic_tree["devices/block-7-0"].kind, synthetic_tree["devices/block-7-0"].rdev) == ("block", (7, 0))
-    assert synthetic_tree["devices/char-1-3"].mode == 0o666
-    assert synthetic_tree["data/fifo"].kind == "fifo"
+def test_rootfs_has_device_nodes_and_a_fifo(synthetic_tree: dict[bytes, Entry]) -> None:
+    char, block = synthetic_tree[b"/devices/char-1-3"], synthetic_tree[b"/devices/block-7-0"]
+    assert (char.kind, char.rdev) == ("char", os.makedev(1, 3))
+    assert (block.kind, block.rdev) == ("block", os.makedev(7, 0))
+    assert char.mode == 0o666
+    assert synthetic_tree[b"/data/fifo"].kind == "fifo"
 
 
-def test_rootfs_has_xattrs_in_user_trusted_and_security_namespaces(synthetic_tree: dict) -> None:
-    assert dict(synthetic_tree["data/regular.txt"].xattrs) == {"user.foo": b"changed"}  # rewritten by layer 2
-    assert dict(synthetic_tree["data/empty"].xattrs) == {"user.binary": b"\x00\xff\x10"}
-    assert dict(synthetic_tree["data/sub"].xattrs) == {"user.dirattr": b"on-a-dir"}
-    assert dict(synthetic_tree["data/text-8m.txt"].xattrs) == {"trusted.custom": b"trusted-value"}
-    assert dict(synthetic_tree["data/random-4m.bin"].xattrs) == {"security.capability": synthetic.CAPABILITY_XATTR}
+def test_rootfs_has_xattrs_in_user_trusted_and_security_namespaces(synthetic_tree: dict[bytes, Entry]) -> None:
+    assert dict(synthetic_tree[b"/data/regular.txt"].xattrs) == {b"user.foo": b"changed"}  # rewritten by layer 2
+    assert dict(synthetic_tree[b"/data/empty"].xattrs) == {b"user.binary": b"\x00\xff\x10"}
+    assert dict(synthetic_tree[b"/data/sub"].xattrs) == {b"user.dirattr": b"on-a-dir"}
+    assert dict(synthetic_tree[b"/data/text-8m.txt"].xattrs) == {b"trusted.custom": b"trusted-value"}
+    assert dict(synthetic_tree[b"/data/random-4m.bin"].xattrs) == {b"security.capability": synthetic.CAPABILITY_XATTR}
 
 
-def test_rootfs_keeps_hardlinks_within_a_layer(synthetic_tree: dict) -> None:
-    assert synthetic_tree["data/hardlink-to-regular"].link_group == synthetic_tree["data/regular.txt"].link_group != ""
-    assert synthetic_tree["data/sub/hardlink-cross-dir"].link_group == "data/random-1m-plus-1.bin"
-    assert synthetic_tree["data/l2-hardlink"].link_group == "data/l2-hardlink"  # both made in layer 2
-    assert synthetic_tree["data/l2-target"].link_group == "data/l2-hardlink"
+def test_rootfs_keeps_hardlinks_within_a_layer(synthetic_tree: dict[bytes, Entry]) -> None:
+    regular = frozenset({b"/data/regular.txt", b"/data/hardlink-to-regular"})
+    assert synthetic_tree[b"/data/hardlink-to-regular"].links == synthetic_tree[b"/data/regular.txt"].links == regular
+    cross_dir = frozenset({b"/data/sub/hardlink-cross-dir", b"/data/random-1m-plus-1.bin"})
+    assert synthetic_tree[b"/data/sub/hardlink-cross-dir"].links == cross_dir
+    both_in_layer2 = frozenset({b"/data/l2-hardlink", b"/data/l2-target"})
+    assert synthetic_tree[b"/data/l2-hardlink"].links == synthetic_tree[b"/data/l2-target"].links == both_in_layer2
 
 
-def test_rootfs_has_whiteouts_and_opaque_dir_applied(synthetic_tree: dict) -> None:
-    for gone in ("todelete", "data/symlink-dangling", "data/sparse.bin", "data/dup-b.bin",
-                 "opaque-dir/inner", "opaque-dir/o2", f"{DEEP_PATH}/deleted-by-long-whiteout"):
+def test_rootfs_has_whiteouts_and_opaque_dir_applied(synthetic_tree: dict[bytes, Entry]) -> None:
+    for gone in (b"/todelete", b"/data/symlink-dangling", b"/data/sparse.bin", b"/data/dup-b.bin",
+                 b"/opaque-dir/inner", b"/opaque-dir/o2", DEEP + b"/deleted-by-long-whiteout"):
         assert gone not in synthetic_tree, gone
-    assert {"opaque-dir/fresh", "opaque-dir/inner2/n", f"{DEEP_PATH}/file-in-deep-path.txt"} <= set(synthetic_tree)
-    assert not any(".wh." in path for path in synthetic_tree)
+    assert {b"/opaque-dir/fresh", b"/opaque-dir/inner2/n", DEEP + b"/file-in-deep-path.txt"} <= set(synthetic_tree)
+    assert not any(b".wh." in path for path in synthetic_tree)
 
 
-def test_rootfs_has_type_changes_and_modifications(synthetic_tree: dict) -> None:
-    assert synthetic_tree["data/file-becomes-dir"].kind == "dir"
-    assert synthetic_tree["data/file-becomes-dir/f"].kind == "file"
-    assert (synthetic_tree["data/dir-becomes-symlink"].kind, synthetic_tree["data/dir-becomes-symlink"].content) == ("symlink", "sub")
-    assert "data/dir-becomes-symlink/inside" not in synthetic_tree
-    assert synthetic_tree["data/modified.txt"].content == hashlib.sha256(b"m2-changed\n").hexdigest()
-    assert synthetic_tree["data/chmod-only"].mode == 0o600
+def test_rootfs_has_type_changes_and_modifications(synthetic_tree: dict[bytes, Entry]) -> None:
+    assert synthetic_tree[b"/data/file-becomes-dir"].kind == "dir"
+    assert synthetic_tree[b"/data/file-becomes-dir/f"].kind == "file"
+    became_symlink = synthetic_tree[b"/data/dir-becomes-symlink"]
+    assert (became_symlink.kind, became_symlink.target) == ("symlink", b"sub")
+    assert b"/data/dir-becomes-symlink/inside" not in synthetic_tree
+    assert synthetic_tree[b"/data/modified.txt"].sha256 == hashlib.sha256(b"m2-changed\n").hexdigest()
+    assert synthetic_tree[b"/data/chmod-only"].mode == 0o600
 
 
-def test_rootfs_has_file_data_edge_cases(rootfs: Path, synthetic_tree: dict) -> None:
+def test_rootfs_has_file_data_edge_cases(rootfs: Path, synthetic_tree: dict[bytes, Entry]) -> None:
     assert (rootfs / "data/random-4m.bin").read_bytes() == synthetic.prng("rand4m", 4 << 20)
-    assert synthetic_tree["data/random-1m-plus-1.bin"].size == (1 << 20) + 1
-    assert synthetic_tree["data/empty"].size == 0
-    assert synthetic_tree["data/zeros-2m.bin"].content == hashlib.sha256(bytes(2 << 20)).hexdigest()
-    assert synthetic_tree["data/dup-a.bin"].content == synthetic_tree["data/dup-c-in-l2.bin"].content
-    assert synthetic_tree["data/text-8m.txt"].size == 8 << 20
+    assert synthetic_tree[b"/data/random-1m-plus-1.bin"].size == (1 << 20) + 1
+    assert synthetic_tree[b"/data/empty"].size == 0
+    assert synthetic_tree[b"/data/zeros-2m.bin"].sha256 == hashlib.sha256(bytes(2 << 20)).hexdigest()
+    assert synthetic_tree[b"/data/dup-a.bin"].sha256 == synthetic_tree[b"/data/dup-c-in-l2.bin"].sha256
+    assert synthetic_tree[b"/data/text-8m.txt"].size == 8 << 20
 
 
-def test_rootfs_has_symlink_edge_cases(synthetic_tree: dict) -> None:
-    assert synthetic_tree["data/symlink-rel"].content == "regular.txt"
-    assert synthetic_tree["data/symlink-abs"].content == "/data/regular.txt"
-    assert synthetic_tree["data/symlink-dir"].content == "sub"
-    assert len(synthetic_tree["data/symlink-long-target"].content) > 1024
+def test_rootfs_has_symlink_edge_cases(synthetic_tree: dict[bytes, Entry]) -> None:
+    assert synthetic_tree[b"/data/symlink-rel"].target == b"regular.txt"
+    assert synthetic_tree[b"/data/symlink-abs"].target == b"/data/regular.txt"
+    assert synthetic_tree[b"/data/symlink-dir"].target == b"sub"
+    assert len(synthetic_tree[b"/data/symlink-long-target"].target or b"") > 1024
 
 
-def test_rootfs_has_name_edge_cases(synthetic_tree: dict) -> None:
-    assert len(synthetic.LONG_NAME.encode()) == 255 and f"data/{synthetic.LONG_NAME}" in synthetic_tree
-    assert "data/" + os.fsdecode(synthetic.NON_UTF8_NAME) in synthetic_tree
-    assert {"data/日本語ファイル.txt", "data/café", "data/😀-emoji", "data/name with spaces"} <= set(synthetic_tree)
+def test_rootfs_has_name_edge_cases(synthetic_tree: dict[bytes, Entry]) -> None:
+    assert len(synthetic.LONG_NAME.encode()) == 255 and b"/data/" + synthetic.LONG_NAME.encode() in synthetic_tree
+    assert b"/data/" + synthetic.NON_UTF8_NAME in synthetic_tree
+    names = {"/data/日本語ファイル.txt", "/data/café", "/data/😀-emoji", "/data/name with spaces"}
+    assert {name.encode() for name in names} <= set(synthetic_tree)
     assert len(f"{DEEP_PATH}/file-in-deep-path.txt") > 512
-    assert sum(1 for p in synthetic_tree if p.startswith("data/many/")) >= 2000
-    assert synthetic_tree["emptydir"].kind == "dir" and not any(p.startswith("emptydir/") for p in synthetic_tree)
+    assert sum(1 for p in synthetic_tree if p.startswith(b"/data/many/")) >= 2000
+    assert synthetic_tree[b"/emptydir"].kind == "dir" and not any(p.startswith(b"/emptydir/") for p in synthetic_tree)
 
 
-def test_rootfs_has_special_modes_owners_and_times(synthetic_tree: dict) -> None:
-    assert synthetic_tree["bin/suid"].mode == 0o4755
-    assert synthetic_tree["bin/sgid"].mode == 0o2755
-    assert synthetic_tree["data/sub"].mode == 0o1777
-    assert (synthetic_tree["data/regular.txt"].uid, synthetic_tree["data/empty"].gid) == (1000, 100000)
-    assert synthetic_tree["data/symlink-abs"].uid == 65534
-    assert synthetic_tree["opaque-dir/fresh"].mtime_ns == synthetic.MTIME_SUBSECOND_NS
-    assert synthetic_tree["bin/sgid"].mtime_ns == synthetic.MTIME_FUTURE * 10**9
-    assert synthetic_tree["data/symlink-rel"].mtime_ns == synthetic.MTIME_SYMLINK_REL * 10**9
+def test_rootfs_has_special_modes_owners_and_times(synthetic_tree: dict[bytes, Entry]) -> None:
+    assert synthetic_tree[b"/bin/suid"].mode == 0o4755
+    assert synthetic_tree[b"/bin/sgid"].mode == 0o2755
+    assert synthetic_tree[b"/data/sub"].mode == 0o1777
+    assert (synthetic_tree[b"/data/regular.txt"].uid, synthetic_tree[b"/data/empty"].gid) == (1000, 100000)
+    assert synthetic_tree[b"/data/symlink-abs"].uid == 65534
+    assert synthetic_tree[b"/opaque-dir/fresh"].mtime == synthetic.MTIME_SUBSECOND_NS
+    assert synthetic_tree[b"/bin/sgid"].mtime == synthetic.MTIME_FUTURE * 10**9
+    assert synthetic_tree[b"/data/symlink-rel"].mtime == synthetic.MTIME_SYMLINK_REL * 10**9
 
 
 # --- variants -------------------------------------------------------------------------------
 
-def test_zstd_variant_has_zstd_layers_and_the_same_rootfs(synthetic_zstd_image: BuiltImage, synthetic_tree: dict) -> None:
+def test_zstd_variant_has_zstd_layers_and_the_same_rootfs(synthetic_zstd_image: BuiltImage, synthetic_tree: dict[bytes, Entry]) -> None:
     assert synthetic_zstd_image.layer_media_types == [mt.OCI_LAYER_ZSTD] * 4
     assert skopeo_inspect(synthetic_zstd_image.ref)["Layers"] == synthetic_zstd_image.layer_digests
-    assert tree_entries(expected_rootfs(synthetic_zstd_image)) == synthetic_tree
+    assert diff_trees(synthetic_tree, snapshot(expected_rootfs(synthetic_zstd_image))) == []
 
 
 def test_uncompressed_variant_has_plain_tar_layers_named_by_diff_id(synthetic_uncompressed_image: BuiltImage,
-                                                                   synthetic_tree: dict) -> None:
+                                                                   synthetic_tree: dict[bytes, Entry]) -> None:
     assert synthetic_uncompressed_image.layer_media_types == [mt.OCI_LAYER] * 4
     assert all(layer.digest == layer.diff_id for layer in synthetic_uncompressed_image.layers)
     assert len(umoci_stat(synthetic_uncompressed_image)["history"]) == 5
-    assert tree_entries(expected_rootfs(synthetic_uncompressed_image)) == synthetic_tree
+    assert diff_trees(synthetic_tree, snapshot(expected_rootfs(synthetic_uncompressed_image))) == []
 
 
-def test_docker_variant_carries_docker_media_types(synthetic_docker_image: BuiltImage, synthetic_tree: dict) -> None:
+def test_docker_variant_carries_docker_media_types(synthetic_docker_image: BuiltImage, synthetic_tree: dict[bytes, Entry]) -> None:
     assert synthetic_docker_image.media_type == mt.DOCKER_MANIFEST
     assert synthetic_docker_image.manifest.config_media_type == mt.DOCKER_CONFIG
     assert synthetic_docker_image.layer_media_types == [mt.DOCKER_LAYER_GZIP] * 4
@@ -199,16 +206,16 @@ def test_docker_variant_carries_docker_media_types(synthetic_docker_image: Built
     assert raw["mediaType"] == mt.DOCKER_MANIFEST
     assert hashlib.sha256(synthetic_docker_image.blob_path(synthetic_docker_image.digest).read_bytes()).hexdigest() \
         == synthetic_docker_image.digest.split(":")[1]
-    assert tree_entries(expected_rootfs(synthetic_docker_image)) == synthetic_tree
+    assert diff_trees(synthetic_tree, snapshot(expected_rootfs(synthetic_docker_image))) == []
 
 
-def test_docker_archive_is_docker_save_format(synthetic_docker_archive: BuiltImage, synthetic_tree: dict) -> None:
+def test_docker_archive_is_docker_save_format(synthetic_docker_archive: BuiltImage, synthetic_tree: dict[bytes, Entry]) -> None:
     with tarfile.open(synthetic_docker_archive.path) as tar:
         (entry,) = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
     assert entry["RepoTags"] == ["docker.io/library/synthetic:latest"]
     assert len(entry["Layers"]) == 4
     assert skopeo_inspect(synthetic_docker_archive.ref)["Labels"]["nydus.test.image"] == "synthetic"
-    assert tree_entries(expected_rootfs(synthetic_docker_archive)) == synthetic_tree
+    assert diff_trees(synthetic_tree, snapshot(expected_rootfs(synthetic_docker_archive))) == []
 
 
 def test_multiarch_is_an_index_of_two_platforms(multiarch_image: BuiltImage, synthetic_image: BuiltImage) -> None:
@@ -222,10 +229,10 @@ def test_multiarch_is_an_index_of_two_platforms(multiarch_image: BuiltImage, syn
     assert (info["Architecture"], info["Layers"]) == ("arm64", [arm64.layers[0].digest])
 
 
-def test_multiarch_rootfs_depends_on_the_platform(multiarch_image: BuiltImage, synthetic_tree: dict) -> None:
-    assert tree_entries(expected_rootfs(multiarch_image)) == synthetic_tree
-    arm64 = tree_entries(expected_rootfs(multiarch_image, platform="linux/arm64/v8"))
-    assert "todelete/x/t" in arm64 and "data/new-in-l2" not in arm64
+def test_multiarch_rootfs_depends_on_the_platform(multiarch_image: BuiltImage, synthetic_tree: dict[bytes, Entry]) -> None:
+    assert diff_trees(synthetic_tree, snapshot(expected_rootfs(multiarch_image))) == []
+    arm64 = snapshot(expected_rootfs(multiarch_image, platform="linux/arm64/v8"))
+    assert b"/todelete/x/t" in arm64 and b"/data/new-in-l2" not in arm64
     with pytest.raises(ImageBuildError, match="no manifest for linux/s390x"):
         expected_rootfs(multiarch_image, platform="linux/s390x")
 

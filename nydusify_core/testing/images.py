@@ -37,7 +37,6 @@ from nydusify_core.testing.imagebuild.cache import CACHE_ENV, cache_root, cached
 from nydusify_core.testing.imagebuild.ocidir import platform_string, read_blob_json, resolve_tag
 from nydusify_core.testing.imagebuild.rootfs import archive_rootfs, layout_rootfs
 from nydusify_core.testing.imagebuild.tools import ImageBuildError, require_tools, run
-from nydusify_core.testing.imagebuild.tree import TreeEntry, tree_entries
 
 __all__ = [
     "IMAGE_CACHE_ENV",
@@ -47,13 +46,11 @@ __all__ = [
     "ImageBuildError",
     "ImageLayer",
     "ImageManifest",
-    "TreeEntry",
     "describe_layout",
     "expected_rootfs",
     "get_image",
     "image_cache_dir",
     "push_image",
-    "tree_entries",
     "synthetic_image",
     "synthetic_zstd_image",
     "synthetic_uncompressed_image",
