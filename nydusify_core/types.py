@@ -122,6 +122,11 @@ class LayerInfo:
     platform: str = ""
 
 
+# BuiltLayer.extra key: True when the builder hashed blob_path itself while writing it, so a
+# local target may adopt the file (hard link) without re-reading it.
+BLOB_DIGEST_COMPUTED = "blob_digest_computed"
+
+
 @dataclass(frozen=True)
 class BuiltLayer:
     """Output of building one layer: a data blob (maybe none) and a bootstrap."""

@@ -49,6 +49,10 @@ class OciLayoutTarget:
         with open(path, "rb") as f:
             self.layout.write_blob(desc, f)
 
+    def adopt_path(self, desc: Descriptor, path: Path) -> None:
+        """`push_path` of a file whose digest the caller computed itself: hard-linked, not re-hashed."""
+        self.layout.adopt_blob(desc, path)
+
     def push_manifest(self, desc: Descriptor, data: bytes, *, tag: str | None = None) -> None:
         self.layout.write_blob_bytes(desc, data)
         if tag is not None:

@@ -34,7 +34,7 @@ from nydusify_core.rafs.builder import BuildOptions, normalize_prefetch
 from nydusify_core.rafs.merge import merge_bootstraps
 from nydusify_core.rafs.model import Bootstrap
 from nydusify_core.rafs.tarbuild import build_tar_layer, inherit_implied_dirs, write_tar_bootstrap
-from nydusify_core.types import BuilderSpec, BuiltLayer
+from nydusify_core.types import BLOB_DIGEST_COMPUTED, BuilderSpec, BuiltLayer
 
 __all__ = ["DEFAULT_PREFETCH", "RafsLayerBuilder", "layer_options"]
 
@@ -91,6 +91,7 @@ class RafsLayerBuilder:
             extra={
                 "chunks": result.chunk_count, "dedup_chunks": result.dedup_chunks, "files": result.files,
                 "nodes": result.nodes, IMPLIED_DIRS: result.implied_dirs,
+                BLOB_DIGEST_COMPUTED: True,  # build_tar_layer hashed the blob as it wrote it
             },
         )
 

@@ -31,7 +31,7 @@ from nydusify_core.oci.descriptor import Descriptor, Platform
 from nydusify_core.oci.layertar import open_layer_tar
 from nydusify_core.plugins import NydusifyPlugins, create_plugin_manager
 from nydusify_core.rafs.builder import BuildOptions
-from nydusify_core.types import BackendContext, BlobRef, BuiltLayer, ConvertContext, EndpointOptions, LayerInfo, PushInfo
+from nydusify_core.types import BLOB_DIGEST_COMPUTED, BackendContext, BlobRef, BuiltLayer, ConvertContext, EndpointOptions, LayerInfo, PushInfo
 
 log = logging.getLogger(__name__)
 _COPY = 1 << 20
@@ -204,7 +204,11 @@ class _Conversion:
         if self.backend is not None:
             self.backend.put(built.blob_id, built.blob_path, force=self.options.backend_force_push)
         else:
-            self.target.push_path(desc, built.blob_path)
+            adopt = getattr(self.target, "adopt_path", None)
+            if adopt is not None and built.extra.get(BLOB_DIGEST_COMPUTED) is True:
+                adopt(desc, built.blob_path)  # our own digest: link, don't re-hash
+            else:
+                self.target.push_path(desc, built.blob_path)
         self.plugins.after_upload_blob(self.ctx, ref, backend_type)
         self._uploaded[built.blob_id] = built.blob_size
         self.result.blobs.append(ref)

@@ -7,8 +7,10 @@ points at a missing blob.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +135,35 @@ class OciLayout:
         reader = verified_reader(stream, desc.digest, desc.size)
         with atomic_output(dest, 0o444) as out:
             shutil.copyfileobj(reader, out, 1 << 20)
+
+    def adopt_blob(self, desc: Descriptor, path: str | Path) -> None:
+        """Store a local file whose digest the caller computed itself while writing it.
+
+        Re-hashing our own freshly built blob would only repeat the builder's work, so the
+        file is hard-linked into `blobs/` (copied, unverified, across filesystems); only its
+        size is checked. Streams from anywhere else go through `write_blob`, which verifies.
+        The file must not be modified afterwards: the layout shares its inode.
+        """
+        dest = self.blob_path(desc.digest)
+        if dest.is_file() and dest.stat().st_size == desc.size:
+            return
+        size = os.stat(path).st_size
+        if size != desc.size:
+            raise IntegrityError(f"{path} is {size} bytes, descriptor {desc.digest} says {desc.size}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(8)}.link"
+        try:
+            try:
+                os.link(path, tmp)
+            except OSError:  # another filesystem, or no hard links there
+                with atomic_output(dest, 0o444) as out, open(path, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                return
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def write_blob_bytes(self, desc: Descriptor, data: bytes) -> None:
         import io
