@@ -57,7 +57,9 @@ from nydusify_core.rafs.blob import BlobResult, BlobWriter, ChunkDict
 from nydusify_core.rafs.builder import BuildOptions, BuildResult, normalize_prefetch
 from nydusify_core.rafs.model import BlobInfo, Bootstrap, Node
 
-__all__ = ["TarBuildResult", "build_tar_layer", "inherit_implied_dirs", "tar_writer_options", "write_tar_bootstrap"]
+__all__ = [
+    "TarBuildResult", "build_tar_layer", "inherit_implied_dirs", "patch_blob_table", "tar_writer_options", "write_tar_bootstrap",
+]
 
 _DIR_MODE = stat.S_IFDIR | C.TAR_IMPLIED_DIR_MODE
 
@@ -321,8 +323,12 @@ def build_tar_layer(
                 table = writer.seal()
                 for node, _ in tree.links:  # the records were placeholders until sealed
                     node.chunks = [replace(c) for c in node.chunks]
+                inline_blobs: list[BlobInfo] | None = None
+                inline_bytes: bytes | None = None
                 if options.blob_inline_meta:
-                    result: BlobResult = writer.finish(serialize(bootstrap(root, table)))
+                    inline_blobs = [replace(b) for b in table]  # as serialised, before finish() completes them
+                    inline_bytes = serialize(bootstrap(root, table))
+                    result: BlobResult = writer.finish(inline_bytes)
                 else:
                     result = writer.finish()
             finally:
@@ -337,7 +343,12 @@ def build_tar_layer(
             if has_data:
                 blobs[writer.blob_index] = replace(own)  # type: ignore[index]
         final_bs = bootstrap(root, blobs)
-        boot_bytes = serialize(final_bs) if boot_path is not None else None
+        boot_bytes = None
+        if boot_path is not None:
+            if inline_bytes is not None and inline_blobs is not None:
+                boot_bytes = patch_blob_table(inline_bytes, options.fs_version, inline_blobs, blobs)
+            if boot_bytes is None:
+                boot_bytes = serialize(final_bs)
         if own is not None:
             os.chmod(tmp, 0o644)
             os.replace(tmp, blob_path)
@@ -356,6 +367,68 @@ def build_tar_layer(
         chunk_count=writer.chunk_count, dedup_chunks=writer.dedup_chunks, dedup_bytes=writer.dedup_bytes,
         files=tree.files, nodes=tree.nodes, blob_table=blobs, has_data=has_data, implied_dirs=implied,
     )
+
+
+def patch_blob_table(data: bytes, version: int, before: Sequence[BlobInfo], after: Sequence[BlobInfo]) -> bytes | None:
+    """`data` (a bootstrap serialised with blob table `before`) as if serialised with `after`.
+
+    The inline bootstrap and the separate one of a tar layer differ only in the layer's own
+    blob record (placeholder id -> file digest, whole-file compressed size, TOC size and
+    digest), so rewriting the blob table / device slots saves serialising the tree a second
+    time. Only those fields may differ, and ids must keep their length (the layout depends
+    on it); otherwise None: the caller serialises from scratch.
+    """
+    if len(before) != len(after):
+        return None
+    changed = []
+    for i, (b, a) in enumerate(zip(before, after)):
+        if b == a:
+            continue
+        if len(b.blob_id) != len(a.blob_id) or replace(b, **{f: getattr(a, f) for f in _V6_BLOB_ENTRY_PATCHED}) != a:
+            return None
+        changed.append(i)
+    if not changed:
+        return data
+    try:
+        ids = [a.blob_id.encode("ascii") for a in after]
+    except UnicodeEncodeError:
+        return None
+    buf = bytearray(data)
+    if version == 6:
+        from nydusify_core.rafs.v6_layout import BLOB_ENTRY, DEVICE_SLOT, EXT_SUPERBLOCK
+
+        table_off = EXT_SUPERBLOCK.unpack_from(buf, C.V6_EXT_SUPER_OFFSET)[1]
+        for i in changed:
+            slot = C.V6_DEVTABLE_OFFSET + C.V6_DEVICE_SLOT_SIZE * i
+            _, blocks, blkaddr = DEVICE_SLOT.unpack_from(buf, slot)
+            DEVICE_SLOT.pack_into(buf, slot, ids[i], blocks, blkaddr)
+            pos = table_off + C.V6_BLOB_ENTRY_SIZE * i
+            fields = list(BLOB_ENTRY.unpack_from(buf, pos))
+            for name, k in _V6_BLOB_ENTRY_PATCHED.items():
+                fields[k] = getattr(after[i], name)
+            fields[_V6_BLOB_ENTRY_PATCHED["blob_id"]] = ids[i]
+            BLOB_ENTRY.pack_into(buf, pos, *fields)
+        return bytes(buf)
+    if version == 5:
+        from nydusify_core.rafs.v5 import _EXT_BLOB, V5Superblock, _blob_table
+
+        sb = V5Superblock.unpack(bytes(buf[:C.V5_SUPERBLOCK_SIZE]))
+        table = _blob_table(after)
+        if len(table) != sb.blob_table_size or sb.ext_blob_table_entries != len(after):
+            return None
+        buf[sb.blob_table_offset:sb.blob_table_offset + len(table)] = table
+        for i in changed:
+            a = after[i]
+            _EXT_BLOB.pack_into(buf, sb.ext_blob_table_offset + C.V5_EXT_BLOB_ENTRY_SIZE * i,
+                                a.chunk_count, a.features, a.uncompressed_size, a.compressed_size)
+        return bytes(buf)
+    return None
+
+
+# The BlobInfo fields the separate bootstrap's own record may change (the blob's TOC is
+# written after the inline bootstrap), with their field index in v6_layout.BLOB_ENTRY. RAFS
+# v5 stores no TOC fields; its blob and extended tables are rewritten whole.
+_V6_BLOB_ENTRY_PATCHED = {"blob_id": 0, "compressed_size": 7, "toc_size": 9, "toc_digest": 14}
 
 
 def _add_entry(tree: _Tree, writer: BlobWriter, entry: TarEntry) -> None:
