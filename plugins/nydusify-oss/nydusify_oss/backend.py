@@ -8,7 +8,6 @@ is compared with the CRC-64/ECMA computed locally while the parts were read.
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 import os
@@ -20,7 +19,7 @@ from typing import IO, Any, Callable, TypeVar
 import oss2
 from oss2 import exceptions as oss_errors
 
-from nydusify_core.builtin.localfs import check_blob_id
+from nydusify_core.objectstore import KeyedObjectBackend
 from nydusify_core.errors import AuthError, BackendError, IntegrityError, NotFoundError, NydusifyError, UsageError
 from nydusify_core.log import redact
 from nydusify_core.types import BackendContext, Credentials
@@ -114,7 +113,7 @@ class _ObjectStream(io.RawIOBase):
         super().close()
 
 
-class OssBackend:
+class OssBackend(KeyedObjectBackend):
     """`StorageBackend` on Aliyun OSS through oss2 (V1 signatures).
 
     Tuning that is not part of the user's JSON: `part_size` (default: upstream's convert
@@ -155,44 +154,14 @@ class OssBackend:
 
     # --- keys and URLs --------------------------------------------------------------
 
-    def key_for(self, blob_id: str) -> str:
-        """The object key of a blob: `object_prefix + blob id`."""
-        return self.object_prefix + check_blob_id(blob_id)
-
-    def meta_key(self, name: str) -> str:
-        """The object key of a bootstrap pushed by `pack`: `meta_prefix + name`."""
-        return self.config.meta_prefix + name
-
     def object_url(self, key: str) -> str:
         return f"oss://{self.bucket_name}/{key}"
 
-    def blob_url(self, blob_id: str) -> str:
-        return self.object_url(self.key_for(blob_id))
-
-    def with_object_prefix(self, prefix: str) -> "OssBackend":
-        """The same client with another blob key prefix (pack derives a `blob_prefix` one)."""
-        clone = copy.copy(self)
-        clone.object_prefix = prefix
-        return clone
-
     # --- StorageBackend -------------------------------------------------------------
-
-    def exists(self, blob_id: str) -> bool:
-        return self.object_exists(self.key_for(blob_id))
 
     def size(self, blob_id: str) -> int:
         key = self.key_for(blob_id)
         return int(self._retry("head", key, lambda: self._reader.head_object(key)).content_length)
-
-    def put(self, blob_id: str, path: Path, *, force: bool = False) -> None:
-        key = self.key_for(blob_id)
-        if not force and self.object_exists(key):
-            log.debug("blob %s already in %s, not uploading", blob_id, self.object_url(key))
-            return
-        self.put_object(key, path)
-
-    def open(self, blob_id: str) -> IO[bytes]:
-        return self.open_object(self.key_for(blob_id))
 
     def open_object(self, key: str) -> IO[bytes]:
         """A stream of the object at `key` (CRC-64 checked by the SDK at its end)."""
@@ -216,10 +185,7 @@ class OssBackend:
             raise IntegrityError(f"blob {blob_id}: range {offset}+{length} is beyond its end")
         return data
 
-    def delete(self, blob_id: str) -> None:
-        key = self.key_for(blob_id)
-        if not self.object_exists(key):
-            raise NotFoundError(f"blob {blob_id} not found at {self.object_url(key)}")
+    def _delete_object(self, key: str) -> None:
         self._retry("delete", key, lambda: self._writer.delete_object(key))
 
     def close(self) -> None:

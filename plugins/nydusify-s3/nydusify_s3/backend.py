@@ -9,7 +9,6 @@ times by botocore's standard retry mode.
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 from pathlib import Path
@@ -27,7 +26,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from nydusify_core.builtin.localfs import check_blob_id
+from nydusify_core.objectstore import KeyedObjectBackend
 from nydusify_core.errors import AuthError, BackendError, IntegrityError, NotFoundError, NydusifyError, UsageError
 from nydusify_core.log import redact, register_secret
 from nydusify_core.types import BackendContext, Credentials
@@ -77,7 +76,7 @@ class _BodyStream(io.RawIOBase):
         super().close()
 
 
-class S3Backend:
+class S3Backend(KeyedObjectBackend):
     """`StorageBackend` on S3 through boto3.
 
     Tuning that is not part of the user's JSON: `part_size` (default: upstream's convert
@@ -135,44 +134,14 @@ class S3Backend:
 
     # --- keys and URLs --------------------------------------------------------------
 
-    def key_for(self, blob_id: str) -> str:
-        """The object key of a blob: `object_prefix + blob id`."""
-        return self.object_prefix + check_blob_id(blob_id)
-
-    def meta_key(self, name: str) -> str:
-        """The object key of a bootstrap pushed by `pack`: `meta_prefix + name`."""
-        return self.config.meta_prefix + name
-
     def object_url(self, key: str) -> str:
         return f"{self.endpoint_url}/{self.bucket_name}/{key}"
 
-    def blob_url(self, blob_id: str) -> str:
-        return self.object_url(self.key_for(blob_id))
-
-    def with_object_prefix(self, prefix: str) -> "S3Backend":
-        """The same client with another blob key prefix (pack derives a `blob_prefix` one)."""
-        clone = copy.copy(self)
-        clone.object_prefix = prefix
-        return clone
-
     # --- StorageBackend -------------------------------------------------------------
-
-    def exists(self, blob_id: str) -> bool:
-        return self.object_exists(self.key_for(blob_id))
 
     def size(self, blob_id: str) -> int:
         key = self.key_for(blob_id)
         return int(self._call("head", key, lambda: self._client.head_object(Bucket=self.bucket_name, Key=key))["ContentLength"])
-
-    def put(self, blob_id: str, path: Path, *, force: bool = False) -> None:
-        key = self.key_for(blob_id)
-        if not force and self.object_exists(key):
-            log.debug("blob %s already at %s, not uploading", blob_id, self.object_url(key))
-            return
-        self.put_object(key, path)
-
-    def open(self, blob_id: str) -> IO[bytes]:
-        return self.open_object(self.key_for(blob_id))
 
     def open_object(self, key: str) -> IO[bytes]:
         """A stream of the object at `key` (checksum-verified when S3 stored one)."""
@@ -206,10 +175,7 @@ class S3Backend:
             raise IntegrityError(f"blob {blob_id}: range {offset}+{length} is beyond its end")
         return data
 
-    def delete(self, blob_id: str) -> None:
-        key = self.key_for(blob_id)
-        if not self.object_exists(key):
-            raise NotFoundError(f"blob {blob_id} not found at {self.object_url(key)}")
+    def _delete_object(self, key: str) -> None:
         self._call("delete", key, lambda: self._client.delete_object(Bucket=self.bucket_name, Key=key))
 
     def close(self) -> None:
