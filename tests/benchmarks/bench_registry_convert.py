@@ -20,33 +20,12 @@ import shutil
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
-MiB = 1 << 20
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_convert import MiB, gunzip_all, layer_files, log  # noqa: E402  (the shared yardstick)
+
 TARGET_RATIO = 5.0
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def layer_files(layout: Path) -> list[Path]:
-    index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
-    return [layout / "blobs/sha256" / layer["digest"].split(":")[1] for layer in manifest["layers"]]
-
-
-def gunzip_all(paths: list[Path]) -> tuple[float, int]:
-    """The yardstick: inflate every layer with zlib, 1 MiB reads, one thread."""
-    start = time.perf_counter()
-    total = 0
-    for path in paths:
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        with open(path, "rb") as f:
-            while block := f.read(MiB):
-                total += len(d.decompress(block))
-    return time.perf_counter() - start, total
 
 
 def run_convert(source: str, target: str, work: Path) -> float:
