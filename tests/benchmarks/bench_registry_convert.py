@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_convert import MiB, gunzip_all, layer_files, log  # noqa: E402  (the shared yardstick)
+from bench_convert import MiB, child_env, gunzip_all, layer_files, log  # noqa: E402  (the shared yardstick)
 
 TARGET_RATIO = 5.0
 
@@ -34,7 +34,7 @@ def run_convert(source: str, target: str, work: Path) -> float:
            "--target", target, "--plain-http", "--work-dir", str(work)]
     no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY", ""), "127.0.0.1,localhost,::1"]))
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, env={**os.environ, "NO_PROXY": no_proxy, "no_proxy": no_proxy})
+    subprocess.run(cmd, check=True, env={**child_env(), "NO_PROXY": no_proxy, "no_proxy": no_proxy})
     return time.perf_counter() - start
 
 

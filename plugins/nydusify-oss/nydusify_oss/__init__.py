@@ -8,12 +8,11 @@ come from `nydusify_resolve_credentials(kind="oss")`, which this plugin answers 
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from nydusify_core import hookimpl
 from nydusify_core.types import BackendSpec, Credentials
 
-from nydusify_oss.backend import CONVERT_PART_SIZE, PACK_PART_SIZE, OssBackend
 from nydusify_oss.config import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, OssConfig, env_credentials
 
 __version__ = "0.1.0"
@@ -27,13 +26,28 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """The backend module imports oss2, slow to load: only when a oss backend is used."""
+    if name in ("OssBackend", "CONVERT_PART_SIZE", "PACK_PART_SIZE"):
+        from nydusify_oss import backend
+
+        return getattr(backend, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _create(config: Any, context: Any) -> Any:
+    from nydusify_oss.backend import OssBackend
+
+    return OssBackend(config, context)
+
+
 @hookimpl
 def nydusify_register_backends() -> Iterable[BackendSpec]:
     yield BackendSpec(
         name="oss",
         description="blobs in Aliyun OSS (config: endpoint, bucket_name, access_key_id, access_key_secret, object_prefix)",
         config_type=OssConfig,
-        create=OssBackend,
+        create=_create,
     )
 
 

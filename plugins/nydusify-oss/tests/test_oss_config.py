@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from nydusify_core.errors import UsageError
@@ -36,7 +39,13 @@ def usage_error(plugin_manager: NydusifyPlugins, **changes: object) -> str:
 def test_the_plugin_registers_backend_oss(plugin_manager: NydusifyPlugins) -> None:
     spec = plugin_manager.backend("oss")
     assert spec.config_type is OssConfig
-    assert spec.create is OssBackend
+    assert isinstance(spec.create(parse(plugin_manager), BackendContext()), OssBackend)
+
+
+def test_loading_the_plugin_does_not_import_oss2() -> None:
+    """`nydusify` starts every plugin; the SDK loads only when the backend is used."""
+    code = "import sys, nydusify_oss; assert 'oss2' not in sys.modules, 'imported oss2'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_every_upstream_field_is_accepted(plugin_manager: NydusifyPlugins) -> None:

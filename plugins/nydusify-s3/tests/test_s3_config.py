@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from nydusify_core.errors import UsageError
@@ -35,7 +38,13 @@ def usage_error(plugin_manager: NydusifyPlugins, **changes: object) -> str:
 def test_the_plugin_registers_backend_s3(plugin_manager: NydusifyPlugins) -> None:
     spec = plugin_manager.backend("s3")
     assert spec.config_type is S3Config
-    assert spec.create is S3Backend
+    assert isinstance(spec.create(parse(plugin_manager), BackendContext()), S3Backend)
+
+
+def test_loading_the_plugin_does_not_import_boto3() -> None:
+    """`nydusify` starts every plugin; the SDK loads only when the backend is used."""
+    code = "import sys, nydusify_s3; assert 'boto3' not in sys.modules, 'imported boto3'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_defaults_are_aws_over_https(plugin_manager: NydusifyPlugins) -> None:
