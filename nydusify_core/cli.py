@@ -79,11 +79,13 @@ def plugins_command(ctx: click.Context, show_all: bool, hook: str | None, as_jso
 
 
 def _add_builtin_commands() -> None:
+    from nydusify_core.commands.check import check_command
     from nydusify_core.commands.convert import convert_command
     from nydusify_core.commands.inspect import inspect_command
     from nydusify_core.commands.pack import pack_command
     from nydusify_core.commands.unpack import unpack_command
 
+    cli.add_command(check_command)
     cli.add_command(convert_command)
     cli.add_command(inspect_command)
     cli.add_command(pack_command)
