@@ -45,7 +45,7 @@ def check_manifest(
     image = target.nydus
     if image is None:
         if target.oci is not None and target.index is None:
-            problems.add("the target is not a Nydus image: " + "; ".join(img.nydus_manifest_problems(target.oci.manifest)))
+            problems.add("the target is not a Nydus image (its last layer is not a Nydus bootstrap layer)")
         else:
             problems.add(f"the target has no Nydus manifest for platform {want}")
         return
@@ -130,6 +130,12 @@ def _check_diff_ids(problems: Problems, image: ImageRef, bootstrap_diff_id: str 
         problems.add(f"config's last diff_id {diff_ids[-1]} is not the bootstrap layer's tar digest {bootstrap_diff_id}")
 
 
+def _normalized(p: Platform) -> Platform:
+    """As `Platform.parse` reads it: arm64's implied v8 variant dropped."""
+    variant = "" if p.architecture == "arm64" and p.variant == "v8" else p.variant
+    return Platform(p.os, p.architecture, variant)
+
+
 def _check_platform(problems: Problems, what: str, image: ImageRef, want: Platform) -> None:
     assert image.config is not None
     raw = image.config.raw
@@ -138,5 +144,5 @@ def _check_platform(problems: Problems, what: str, image: ImageRef, want: Platfo
         return
     have = Platform(os=raw.get("os", ""), architecture=raw.get("architecture", ""), variant=raw.get("variant", ""))
     entry = image.entry.platform
-    if entry is not None and entry.os and not have.matches(Platform(entry.os, entry.architecture, entry.variant)):
+    if entry is not None and entry.os and not have.matches(_normalized(entry)):
         problems.add(f"{what} config is for {have}, its index entry says {entry}")

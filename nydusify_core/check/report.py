@@ -61,7 +61,7 @@ class RuleResult:
     @classmethod
     def blocked(cls, name: str, reason: str) -> "RuleResult":
         """Could not run because an earlier rule found the image unusable: a failure."""
-        return cls(name, False, [reason], 1, detail=reason)
+        return cls(name, False, [reason], 1)
 
     def to_json(self) -> dict[str, Any]:
         return {

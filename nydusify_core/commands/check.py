@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from nydusify_core.check import CheckOptions, check
 from nydusify_core.commands.backend import backend_options
 from nydusify_core.commands.common import get_plugins
+from nydusify_core.errors import NydusifyError
 
 
-class CheckFailed(click.exceptions.Exit):
-    """Exit status 1 after the report was printed (no extra error text)."""
+class CheckFailed(NydusifyError):
+    """Some rule failed: exit status 1 with one error line, after the report was printed."""
 
 
 @click.command("check")
@@ -46,6 +46,4 @@ def check_command(ctx: click.Context, **kw) -> None:
         click.echo(report.render())
     if not report.ok:
         failed = ", ".join(r.name for r in report.rules if not r.passed)
-        if kw["as_json"]:
-            click.echo(f"nydusify: check failed: {failed}", err=True)
-        raise CheckFailed(1)
+        raise CheckFailed(f"check failed: {failed}")
