@@ -77,7 +77,9 @@ def check_manifest(
         for b in bootstrap.blobs:
             if b.blob_id not in blobs:
                 problems.add(f"bootstrap blob {b.blob_id} is not a layer of the manifest")
-    elif bootstrap is not None and bootstrap.blobs and not external_blobs:
+    elif bootstrap is not None and bootstrap.blobs and not (external_blobs or uncompressed):
+        # external-backend images (§1.6) list only the bootstrap layer, which keeps its
+        # `containerd.io/uncompressed` annotation; anything else has lost its blob layers
         problems.add(f"the manifest lists no blob layers but the bootstrap names {len(bootstrap.blobs)} blobs; "
                      "if they live in object storage, check with --backend-type and --backend-config")
 
