@@ -35,11 +35,14 @@ class ConvertOptions:
     platforms: tuple[str, ...] = ()
     all_platforms: bool = False
     merge_platform: bool = False
-    work_dir: Path = Path("./tmp")
+    work_dir: Path | str = Path("./tmp")
     workers: int = 0  # 0 = one per CPU
     keep_dataless: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "work_dir", Path(self.work_dir))  # callers of the API pass strings
+        object.__setattr__(self, "platforms", tuple(self.platforms))
+        object.__setattr__(self, "prefetch_patterns", tuple(self.prefetch_patterns))
         if not self.source:
             raise UsageError("--source is required")
         if not self.target:
