@@ -313,3 +313,49 @@ def test_cli_backend_config_without_type_is_a_usage_error(converted: Path, tmp_p
 def test_a_nydus_source_is_refused(converted: Path, tmp_path: Path) -> None:
     with pytest.raises(NydusifyError, match="is a Nydus image"):
         run_check(ref(converted), tmp_path / "out", source=ref(converted))
+
+
+@pytest.mark.parametrize("name", ["synthetic-docker", "synthetic-uncompressed", "synthetic-docker-archive"])
+def test_other_source_kinds_pass(name: str, tmp_path: Path) -> None:
+    from nydusify_core.testing.images import get_image
+
+    image = get_image(name)
+    target = convert_to(image.ref, tmp_path / "nydus", tmp_path / "work")
+    report = run_check(target, tmp_path / "out", source=image.ref)
+    assert report.ok, report.render()
+
+
+# --- hostile input --------------------------------------------------------------------------
+
+
+def test_a_corrupt_source_layer_fails_the_filesystem_rule_naming_it(converted: Path, synthetic_image, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(synthetic_image.path, source)
+    layer = synthetic_image.layers[1]
+    path = source / "blobs" / "sha256" / layer.digest.split(":")[1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.unlink()
+    path.write_bytes(bytes(data))
+    report = run_check(ref(converted), tmp_path / "out", source=ref(source))
+    problems = report.rule("filesystem").problems
+    assert report.rule("filesystem").status == "failed"
+    assert len(problems) == 1 and problems[0].startswith("source:") and layer.digest in problems[0], problems
+
+
+def test_a_corrupt_index_json_is_one_line(copy: Path, tmp_path: Path) -> None:
+    (copy / "index.json").write_text('{"schemaVersion": 2, "manifests": [{"digest": 7}]}')
+    res = run_cli("check", "--target", ref(copy), "--work-dir", tmp_path / "out")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("nydusify: error:")
+
+
+def test_an_unparsable_manifest_fails_the_manifest_rule(copy: Path, tmp_path: Path) -> None:
+    data = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "layers": 3}'
+    desc = Descriptor.for_bytes(mt.OCI_MANIFEST, data)
+    OciLayout(copy).write_blob_bytes(desc, data)
+    OciLayout(copy).set_ref(desc, "latest")
+    report = run_check(ref(copy), tmp_path / "out")
+    assert report.rule("manifest").status == "failed"
+    assert any("lacks a config descriptor" in p for p in report.rule("manifest").problems), report.render()
+    assert report.rule("bootstrap").status == "failed"

@@ -43,6 +43,7 @@ class Side:
     index: img.Index | None
     nydus: ImageRef | None = None  # target side: the Nydus manifest
     oci: ImageRef | None = None  # source side, or the OCI member of a merged target index
+    problems: list[str] = field(default_factory=list)  # e.g. a root that does not parse
 
     def close(self) -> None:
         self.endpoint.close()
@@ -55,10 +56,13 @@ def open_side(plugins: NydusifyPlugins, ref: str, *, insecure: bool, plain_http:
     try:
         root = endpoint.resolve()
         data = endpoint.fetch(root)
-        parsed = img.parse_image(data, root.media_type)
     except BaseException:
         endpoint.close()
         raise
+    try:
+        parsed: img.Manifest | img.Index | None = img.parse_image(data, root.media_type)
+    except FormatError as exc:  # readable but broken: the manifest rule reports it
+        return Side(ref, endpoint, root, data, None, problems=[f"{root.digest}: {exc}"])
     side = Side(ref, endpoint, root, data, parsed if isinstance(parsed, img.Index) else None)
     if isinstance(parsed, img.Manifest):
         ref_ = ImageRef(root, parsed, data)

@@ -230,6 +230,10 @@ class _Run:
                 replay_job = pool.submit(replay, oci.manifest.layers, src.endpoint.open_blob, plan if want_data else None, workers=o.workers)
 
             manifest_problems = Problems()
+            for p in self.target.problems:
+                manifest_problems.add(f"target: {p}")
+            for p in self.source.problems if self.source is not None else []:
+                manifest_problems.add(f"source: {p}")
             for p in getattr(self, "target_pick", []):
                 manifest_problems.add(f"target: {p}")
             for p in getattr(self, "source_pick", []):
