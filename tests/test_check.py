@@ -359,3 +359,11 @@ def test_an_unparsable_manifest_fails_the_manifest_rule(copy: Path, tmp_path: Pa
     assert report.rule("manifest").status == "failed"
     assert any("lacks a config descriptor" in p for p in report.rule("manifest").problems), report.render()
     assert report.rule("bootstrap").status == "failed"
+
+
+def test_without_data_no_blob_is_read(copy: Path, synthetic_image, tmp_path: Path) -> None:
+    nydus = open_nydus_layout(copy, tmp_path / "boot")
+    (copy / "blobs" / "sha256" / nydus.bootstrap.blobs[0].blob_id).unlink()
+    report = run_check(ref(copy), tmp_path / "out", source=synthetic_image.ref, check_data=False)
+    assert report.ok, report.render()
+    assert report.rule("data").skipped and report.rule("filesystem").status == "passed"
