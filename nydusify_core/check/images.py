@@ -113,9 +113,4 @@ def load_config(side: Side, image: ImageRef) -> None:
         image.problems.append(f"config {image.manifest.config.digest} cannot be read: {exc}")
 
 
-def open_blob(side: Side, desc: Descriptor) -> Any:
-    """A digest-verifying stream of a blob of this image."""
-    return side.endpoint.open_blob(desc)
-
-
-__all__ = ["ImageRef", "Side", "FormatError", "load_config", "open_blob", "open_side", "pick_manifests"]
+__all__ = ["ImageRef", "Side", "load_config", "open_side", "pick_manifests"]

@@ -12,7 +12,7 @@ from typing import Any
 
 MAX_PROBLEMS = 20
 
-RULES = ("manifest", "bootstrap", "filesystem", "data")
+RULES = ("manifest", "bootstrap", "filesystem", "data")  # in report order
 
 
 class Problems:

@@ -86,6 +86,8 @@ class _Run:
         self.backend: Any = None
         self.target: Side | None = None
         self.source: Side | None = None
+        self.target_pick: list[str] = []  # problems met picking manifests from an index
+        self.source_pick: list[str] = []
 
     # --- opening -------------------------------------------------------------------------
 
@@ -215,11 +217,9 @@ class _Run:
         tables, plan = data_rule.chunk_tables(bs) if bs is not None else ({}, {})
         want_data = o.check_data and bs is not None
         opener, no_blobs = self._blob_opener() if want_data else (None, "")
-        pools: list[ThreadPoolExecutor] = []
         blob_job: Future | None = None
         replay_job: Future | None = None
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="check")
-        pools.append(pool)
         try:
             if opener is not None:
                 blob_job = pool.submit(data_rule.verify_blobs, bs, tables, opener, workers=o.workers)
@@ -229,56 +229,57 @@ class _Run:
                 assert src is not None
                 replay_job = pool.submit(replay, oci.manifest.layers, src.endpoint.open_blob, plan if want_data else None, workers=o.workers)
 
-            manifest_problems = Problems()
-            for p in self.target.problems:
-                manifest_problems.add(f"target: {p}")
-            for p in self.source.problems if self.source is not None else []:
-                manifest_problems.add(f"source: {p}")
-            for p in getattr(self, "target_pick", []):
-                manifest_problems.add(f"target: {p}")
-            for p in getattr(self, "source_pick", []):
-                manifest_problems.add(f"source: {p}")
-            check_manifest(manifest_problems, self.target, self.source, self.want, multi_platform=o.multi_platform,
-                           bootstrap=bs, bootstrap_diff_id=diff_id, external_blobs=self.backend is not None)
-            self.report.rules.append(RuleResult.from_problems("manifest", manifest_problems, self._manifest_detail()))
-
-            chunks = 0
-            if bs is not None:
-                chunks = boot_rule.check_bootstrap(bs, boot_problems, self._blob_sizes(bs, boot_problems))
-            if self.target.nydus is None:
-                self.report.rules.append(RuleResult.blocked("bootstrap", "no Nydus manifest to take the bootstrap from"))
-            else:
-                detail = f"RAFS v{bs.version}, {len(bs.blobs)} blobs, {chunks} chunk references" if bs is not None else ""
-                self.report.rules.append(RuleResult.from_problems("bootstrap", boot_problems, detail))
-
+            self.report.rules.append(self._manifest_rule(bs, diff_id))
+            self.report.rules.append(self._bootstrap_rule(bs, boot_problems))
             nydus_tree = nydus_paths(bs) if bs is not None else {}
-            source_tree = None
-            fs = Problems()
-            if self.source is None:
-                self.report.rules.append(RuleResult.skip("filesystem", "no --source given"))
-            elif bs is None:
-                self.report.rules.append(RuleResult.blocked("filesystem", "no usable bootstrap"))
-            elif replay_job is None:
-                self.report.rules.append(RuleResult.blocked("filesystem", "no source image for the platform"))
-            else:
-                try:
-                    source_tree, src_diff_ids, nbytes = replay_job.result()
-                except NydusifyError as exc:
-                    fs.add(f"source: {exc}")
-                    self.report.rules.append(RuleResult.from_problems("filesystem", fs))
-                else:
-                    if oci is not None and oci.config is not None and list(oci.config.diff_ids) != src_diff_ids:
-                        fs.add("source layers do not match the source config's diff_ids")
-                    n = compare_trees(source_tree, nydus_tree, fs)
-                    self.report.rules.append(RuleResult.from_problems("filesystem", fs, f"{n} paths compared"))
+            fs_rule, source_tree = self._filesystem_rule(bs, replay_job, oci, nydus_tree)
+            self.report.rules.append(fs_rule)
             self.report.timings["filesystem"] = time.monotonic() - t0
 
             self.report.rules.append(self._data_rule(bs, blob_job, no_blobs, source_tree, nydus_tree))
             self.report.timings["total"] = time.monotonic() - t0
         finally:
-            for p in pools:
-                p.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
         return self.report
+
+    def _manifest_rule(self, bs: Bootstrap | None, diff_id: str | None) -> RuleResult:
+        assert self.target is not None
+        problems = Problems()
+        for side, name, picked in ((self.target, "target", self.target_pick), (self.source, "source", self.source_pick)):
+            for p in [*(side.problems if side is not None else []), *picked]:
+                problems.add(f"{name}: {p}")
+        check_manifest(problems, self.target, self.source, self.want, multi_platform=self.o.multi_platform,
+                       bootstrap=bs, bootstrap_diff_id=diff_id, external_blobs=self.backend is not None)
+        return RuleResult.from_problems("manifest", problems, self._manifest_detail())
+
+    def _bootstrap_rule(self, bs: Bootstrap | None, problems: Problems) -> RuleResult:
+        assert self.target is not None
+        if self.target.nydus is None:
+            return RuleResult.blocked("bootstrap", "no Nydus manifest to take the bootstrap from")
+        if bs is None:
+            return RuleResult.from_problems("bootstrap", problems)
+        chunks = boot_rule.check_bootstrap(bs, problems, self._blob_sizes(bs, problems))
+        return RuleResult.from_problems("bootstrap", problems, f"RAFS v{bs.version}, {len(bs.blobs)} blobs, {chunks} chunk references")
+
+    def _filesystem_rule(self, bs: Bootstrap | None, replay_job: Future | None, oci: ImageRef | None,
+                         nydus_tree: dict) -> tuple[RuleResult, dict | None]:
+        if self.source is None:
+            return RuleResult.skip("filesystem", "no --source given"), None
+        if bs is None:
+            return RuleResult.blocked("filesystem", "no usable bootstrap"), None
+        if replay_job is None or oci is None:
+            return RuleResult.blocked("filesystem", "no source image for the platform"), None
+        problems = Problems()
+        try:
+            source_tree, diff_ids, nbytes = replay_job.result()
+        except NydusifyError as exc:
+            problems.add(f"source: {exc}")
+            return RuleResult.from_problems("filesystem", problems), None
+        if oci.config is not None and list(oci.config.diff_ids) != diff_ids:
+            problems.add("the source layers' digests differ from the source config's diff_ids")
+        n = compare_trees(source_tree, nydus_tree, problems)
+        detail = f"{n} paths compared ({nbytes / (1 << 20):.1f} MiB of source layers)"
+        return RuleResult.from_problems("filesystem", problems, detail), source_tree
 
     def _manifest_detail(self) -> str:
         t = self.target
@@ -330,4 +331,4 @@ def check(options: CheckOptions, plugins: NydusifyPlugins | None = None) -> Chec
         run.close()
 
 
-__all__ = ["CheckOptions", "check", "OUTPUT_FILES", "ImageRef"]
+__all__ = ["CheckOptions", "OUTPUT_FILES", "check"]
