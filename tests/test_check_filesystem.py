@@ -142,3 +142,30 @@ def test_each_difference_is_named(case: str, converted: Path, synthetic_image, t
     problems = report.rule("filesystem").problems
     assert not report.rule("filesystem").passed
     assert any(changed[0] in p and expected in p for p in problems), problems
+
+
+def test_a_file_with_other_content_fails_the_data_rule(converted: Path, synthetic_image, tmp_path: Path) -> None:
+    """Two same-sized files swap chunk lists: every chunk still verifies, but the content
+    of both differs from the source, which only the comparison with the source can see."""
+    layout = tmp_path / "nydus"
+    shutil.copytree(converted, layout)
+    swapped: list[str] = []
+
+    def change(bs: Bootstrap) -> None:
+        by_size: dict[int, tuple[str, Node]] = {}
+        for path, node in bs.walk():
+            if node.is_reg() and node.size and node.hardlink_to is None:
+                other = by_size.get(node.size)
+                if other is not None and [c.digest for c in other[1].chunks] != [c.digest for c in node.chunks]:
+                    other[1].chunks, node.chunks = node.chunks, other[1].chunks
+                    swapped.extend([other[0], os.fsdecode(path)])
+                    return
+                by_size[node.size] = (os.fsdecode(path), node)
+        raise AssertionError("no two same-sized files")
+
+    graft(layout, tmp_path, change)
+    report = check(CheckOptions(target=f"oci:{layout}:latest", source=synthetic_image.ref, work_dir=str(tmp_path / "out")))
+    assert [r.name for r in report.rules if not r.passed] == ["data"], report.render()
+    problems = report.rule("data").problems
+    for path in swapped:
+        assert any(p.startswith(f"{path}: content differs from the source") for p in problems), problems
