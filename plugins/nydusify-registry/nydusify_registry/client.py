@@ -6,10 +6,13 @@ existence check left to the caller, mount, delete, manifests), errors follow the
 
 * TLS is verified with the system CAs (or `ca_file`) unless `insecure`; the choice is passed
   to every request, and the session ignores the environment, so `REQUESTS_CA_BUNDLE` or
-  `CURL_CA_BUNDLE` cannot silently change it.
+  `CURL_CA_BUNDLE` cannot silently change it. A host's docker/containerd ``certs.d``
+  directory adds CA roots and a client certificate for that host only (`tlsconfig`).
 * `plain_http` forces HTTP. Without it, HTTPS is tried first and, only for an `insecure` or
   loopback registry, a TLS handshake that meets a plain-HTTP server (or a refused
   connection) switches *this client's host* to HTTP for good; other hosts are unaffected.
+  A TLS server that refuses the handshake with an alert (say, no client certificate) is no
+  plain-HTTP server: that error is reported, not hidden behind a fallback.
 * Proxies come from the environment (`HTTPS_PROXY`, `NO_PROXY`...), never for loopback.
 * 5xx, 429 and dropped connections are retried with capped exponential back-off (honouring
   `Retry-After`); bodies are re-created from their source for each attempt. Blob downloads
@@ -41,6 +44,7 @@ from nydusify_registry.auth import Authorizer, repository_scope
 from nydusify_registry.bodies import Body, discard, open_at, open_body, read_upto, sized
 from nydusify_registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
 from nydusify_registry.reference import is_loopback_host
+from nydusify_registry.tlsconfig import certs_dirs, host_tls, trust_bundle
 from nydusify_registry.transport import (
     DEFAULT_CHUNK_SIZE,
     RETRY_STATUS,
@@ -53,6 +57,7 @@ from nydusify_registry.transport import (
     describe,
     is_certificate_error,
     is_refused,
+    is_tls_alert,
     registry_error,
     system_ca_bundle,
     with_query,
@@ -109,6 +114,8 @@ class RegistryClient:
         self.scheme = "http" if self.options.plain_http else "https"
         self._may_downgrade = not self.options.plain_http and (self.options.insecure or is_loopback_host(host))
         self._verify: str | bool = False if self.options.insecure else (self.options.ca_file or system_ca_bundle())
+        self._tls: dict[str, tuple[str | bool, tuple[str, str] | None]] = {}
+        self._tls_for(self.base_url)  # a broken certs.d directory is reported up front
         self._sleep = sleep
         if self.options.insecure and not self.options.plain_http:
             log.warning("registry %s: TLS certificate verification is disabled (insecure)", host)
@@ -129,12 +136,27 @@ class RegistryClient:
             return {}
         return dict(requests.utils.get_environ_proxies(url))
 
+    def _tls_for(self, url: str) -> tuple[str | bool, tuple[str, str] | None]:
+        """(verify, client cert) for the URL's host: the base trust plus its certs.d entries."""
+        netloc = urlsplit(url).netloc
+        found = self._tls.get(netloc)
+        if found is None:
+            tls = host_tls(netloc)
+            verify = self._verify if self._verify is False else trust_bundle(self._verify, tls.ca_files)
+            if tls.ca_files or tls.client_cert:
+                log.debug("registry %s: TLS settings from %s", netloc, ", ".join(map(str, [*tls.ca_files, *(tls.client_cert or ())])))
+            found = self._tls[netloc] = (verify, tls.client_cert)
+        return found
+
     def _send_raw(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One request with this client's TLS, proxy and timeout settings."""
         kwargs.setdefault("timeout", (self.options.connect_timeout, self.options.read_timeout))
         kwargs.setdefault("allow_redirects", True)
-        if self._verify is not False:
-            return self.session.request(method, url, verify=self._verify, proxies=self._proxies(url), **kwargs)
+        verify, cert = self._tls_for(url)
+        if cert is not None:
+            kwargs.setdefault("cert", cert)
+        if verify is not False:
+            return self.session.request(method, url, verify=verify, proxies=self._proxies(url), **kwargs)
         # insecure is the user's explicit choice, logged once; urllib3 would warn per request.
         # A process-wide filter, not catch_warnings(): that one saves and restores the global
         # filter list, so threads leaving it (layers stream in parallel) drop each other's
@@ -149,7 +171,7 @@ class RegistryClient:
         try:
             return self._send_once(method, url, body, **kwargs)
         except requests.exceptions.SSLError as exc:
-            if not self._downgradable(url) or is_certificate_error(exc):
+            if not self._downgradable(url) or is_certificate_error(exc) or is_tls_alert(exc):
                 raise
             reason = "TLS handshake failed"
         except requests.exceptions.ConnectionError as exc:
@@ -248,8 +270,13 @@ class RegistryClient:
 
     def _unreachable(self, step: str, ref: str, reason: str) -> RegistryError:
         hint = ""
-        if "certificate" in reason.lower():
-            hint = " (use the registry's CA, or --insecure to skip verification)"
+        dirs = certs_dirs()
+        if "BAD_CERTIFICATE" in reason or "CERTIFICATE_REQUIRED" in reason:
+            where = f" in {dirs[0] / self.host}/" if dirs else ""
+            hint = f" (does the registry require a client certificate? put client.cert and client.key{where})"
+        elif "certificate" in reason.lower():
+            where = f"in {dirs[0] / self.host}/ca.crt" if dirs else "with ca_file"
+            hint = f" (trust the registry's CA {where}, or skip verification with --source-insecure/--target-insecure)"
         elif self.scheme == "https" and not self._may_downgrade and "refused" in reason:
             hint = " (is it a plain-HTTP registry? use --plain-http or --insecure)"
         return RegistryError(f"{step} {ref}: cannot reach registry {self.host}: {reason}{hint}", step=step, ref=ref)

@@ -156,6 +156,12 @@ def is_certificate_error(exc: BaseException) -> bool:
     return any(isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e) for e in exception_chain(exc))
 
 
+def is_tls_alert(exc: BaseException) -> bool:
+    """The server spoke TLS and refused the handshake (e.g. no client certificate): it is
+    not a plain-HTTP server, so falling back to HTTP would only hide the reason."""
+    return any(isinstance(e, ssl.SSLError) and "ALERT" in str(e.reason or "") for e in exception_chain(exc))
+
+
 def is_refused(exc: BaseException) -> bool:
     return any(isinstance(e, ConnectionRefusedError) or "Connection refused" in str(e) for e in exception_chain(exc))
 

@@ -172,7 +172,7 @@ def test_tls_unknown_ca_fails_clearly_and_never_downgrades(registry_tls: Registr
             client.ping()
         assert client.scheme == "https"
     message = str(info.value)
-    assert "certificate verify failed" in message and "--insecure" in message and registry_tls.host in message
+    assert "certificate verify failed" in message and "-insecure" in message and registry_tls.host in message
 
 
 def test_tls_insecure_skips_verification_and_stays_on_https(registry_tls: RegistryServer) -> None:
