@@ -22,7 +22,8 @@ from nydusify_core.check.rootfs import ChunkPlan, Rec
 from nydusify_core.errors import NydusifyError
 from nydusify_core.rafs.compression import decompress
 from nydusify_core.rafs.digest import digest
-from nydusify_core.rafs.model import BlobInfo, Bootstrap, Node
+from nydusify_core.rafs import constants as C
+from nydusify_core.rafs.model import BlobInfo, Bootstrap, ChunkInfo, Node
 
 _SKIP = 1 << 20
 
@@ -37,25 +38,36 @@ class ChunkRef:
     path: bytes = field(compare=False)  # the first file using it, for messages
 
 
+def _sane(ch: ChunkInfo, nblobs: int) -> bool:
+    """Bounded sizes and a real blob: what may be read and allocated for a chunk."""
+    return (0 <= ch.blob_index < nblobs and 0 < ch.uncompressed_size <= C.MAX_CHUNK_SIZE
+            and 0 < ch.compressed_size <= C.MAX_CHUNK_SIZE + (C.MAX_CHUNK_SIZE >> 4) and ch.compressed_offset >= 0)
+
+
 def chunk_tables(bs: Bootstrap) -> tuple[dict[int, list[ChunkRef]], ChunkPlan]:
-    """Distinct chunks per blob index (offset order), and each file's chunk plan."""
+    """Distinct chunks per blob index (offset order), and each file's chunk plan.
+
+    Chunk records with impossible sizes or blob indexes are left out (the bootstrap rule
+    reports them), so nothing sized by a hostile bootstrap is ever read or allocated."""
     tables: dict[int, dict[tuple[int, int], ChunkRef]] = {}
     plan: ChunkPlan = {}
     nblobs = len(bs.blobs)
     for path, node in bs.walk():
         if not node.is_reg():
             continue
-        pieces = []
+        pieces: list[tuple[int, str, bytes]] | None = []
+        offset = 0
         for ch in sorted(node.chunks, key=lambda c: c.file_offset):
-            if not 0 <= ch.blob_index < nblobs:
-                pieces = None  # reported by the bootstrap rule
+            if not _sane(ch, nblobs) or ch.file_offset != offset:
+                pieces = None  # reported by the bootstrap rule; never read or hashed
                 break
+            offset += ch.uncompressed_size
             pieces.append((ch.uncompressed_size, bs.blobs[ch.blob_index].digester, ch.digest))
             table = tables.setdefault(ch.blob_index, {})
             key = (ch.compressed_offset, ch.compressed_size)
             if key not in table:
                 table[key] = ChunkRef(ch.compressed_offset, ch.compressed_size, ch.uncompressed_size, ch.compressed, ch.digest, path)
-        if pieces is not None:
+        if pieces is not None and offset == node.size:
             plan[path] = (node.size, pieces)
     return {i: sorted(t.values()) for i, t in tables.items()}, plan
 
