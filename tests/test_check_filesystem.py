@@ -32,13 +32,17 @@ def converted(synthetic_image, tmp_path_factory) -> Path:
     return root / "nydus"
 
 
-def graft(layout: Path, work: Path, change: Callable[[Bootstrap], None]) -> None:
-    """Rewrite the image's bootstrap with `change`, as a new bootstrap layer + config + manifest."""
+def graft(layout: Path, work: Path, change: Callable[[Bootstrap], None], corrupt: Callable[[bytearray], None] | None = None) -> None:
+    """Rewrite the image's bootstrap with `change` (then its bytes with `corrupt`), as a new
+    bootstrap layer + config + manifest."""
     nydus = open_nydus_layout(layout, work / "boot")
     bs = nydus.bootstrap
     change(bs)
+    data = bytearray(write_bootstrap(bs))
+    if corrupt is not None:
+        corrupt(data)
     boot = work / "changed.boot"
-    boot.write_bytes(write_bootstrap(bs))
+    boot.write_bytes(bytes(data))
     with open(work / "layer.tar.gz", "wb") as f:
         layer = img.write_bootstrap_layer(boot, f, fs_version=bs.version)
     oci = OciLayout(layout)
@@ -169,3 +173,21 @@ def test_a_file_with_other_content_fails_the_data_rule(converted: Path, syntheti
     problems = report.rule("data").problems
     for path in swapped:
         assert any(p.startswith(f"{path}: content differs from the source") for p in problems), problems
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_corrupted_bootstrap_bytes_give_a_report_not_a_crash(seed: int, converted: Path, synthetic_image, tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(seed)
+
+    def corrupt(data: bytearray) -> None:
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+
+    layout = tmp_path / "nydus"
+    shutil.copytree(converted, layout)
+    graft(layout, tmp_path, lambda bs: None, corrupt)
+    report = check(CheckOptions(target=f"oci:{layout}:latest", source=synthetic_image.ref, work_dir=str(tmp_path / "out")))
+    assert report.rule("manifest").passed  # only the bootstrap's bytes changed
+    assert all(len(p.splitlines()) == 1 for r in report.rules for p in r.problems)
