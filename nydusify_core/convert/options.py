@@ -37,6 +37,7 @@ class ConvertOptions:
     merge_platform: bool = False
     work_dir: Path | str = Path("./tmp")
     workers: int = 0  # 0 = one per CPU
+    layer_processes: bool | None = None  # build layers in worker processes; None = for large images
     keep_dataless: bool = True
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from nydusify_core.config import load_dataclass
+from nydusify_core.convert.layerproc import LayerProcessPool, picklable
 from nydusify_core.convert.options import ConvertOptions
 from nydusify_core.convert.progress import Progress
 from nydusify_core.convert.readahead import ReadAhead
@@ -35,6 +36,7 @@ from nydusify_core.types import BLOB_DIGEST_COMPUTED, BackendContext, BlobRef, B
 
 log = logging.getLogger(__name__)
 _COPY = 1 << 20
+PROCESS_MIN_BYTES = 64 << 20  # compressed source bytes from which layers build in worker processes
 
 
 @dataclass
@@ -113,6 +115,7 @@ class _Conversion:
         self.backend = self._open_backend()
         self.result = ConvertResult(source=options.source, target=options.target)
         self._uploaded: dict[str, int] = {}
+        self.layer_pool: LayerProcessPool | None = None
 
     def _open_backend(self) -> Any:
         if not self.options.external_backend:
@@ -153,25 +156,19 @@ class _Conversion:
         label = f"layer {index + 1} ({desc.digest})"
         info = LayerInfo(index, desc.digest, desc.media_type, desc.size, image.platform)
         self.plugins.before_build_layer(self.ctx, info)
+        layer_dir = self.work / "layers" / desc.hex
+        layer_dir.mkdir(parents=True, exist_ok=True)
         raw = self.source.open_blob(desc)
-        ahead: ReadAhead | None = None
         try:
             counted = io.BufferedReader(_Counting(raw, progress), _COPY)
-            tar = open_layer_tar(counted, media_type=desc.media_type, layer=label)  # hashes the tar
-            # reading, verifying, inflating and hashing overlap the build on their own thread
-            ahead = ReadAhead(tar, block=_COPY, name=f"read-{desc.hex[:12]}")
-            stream = io.BufferedReader(ahead, _COPY)
-            layer_dir = self.work / "layers" / desc.hex
-            layer_dir.mkdir(parents=True, exist_ok=True)
-            built = self.builder.build_layer(stream, layer_dir, self.build_options, label=label)
-            _drain(stream)  # the rest of the tar (padding), so the diff_id covers it all
-            ahead.close()  # the reader thread has finished: `tar` and `counted` are ours again
-            _drain(counted)  # the rest of the blob, so its digest is verified
+            if self.layer_pool is not None:
+                built, diff_id = self.layer_pool.build(
+                    counted, media_type=desc.media_type, label=label, layer_dir=layer_dir, options=self.build_options,
+                )
+            else:
+                built, diff_id = self._build_here(counted, desc, label, layer_dir)
         finally:
-            if ahead is not None:
-                ahead.close()
             raw.close()
-        diff_id = tar.raw.diff_id  # type: ignore[attr-defined]
         expected = image.config.diff_ids[index]
         if diff_id != expected:
             raise IntegrityError(f"{label}: uncompressed digest {diff_id} differs from the config's diff_id {expected}", expected=expected, got=diff_id)
@@ -179,12 +176,39 @@ class _Conversion:
         progress.layer_done(label, built.blob_id, built.blob_size)
         return built
 
+    def _build_here(self, counted: IO[bytes], desc: Descriptor, label: str, layer_dir: Path) -> tuple[BuiltLayer, str]:
+        """Build in this process: (built layer, diff_id)."""
+        tar = open_layer_tar(counted, media_type=desc.media_type, layer=label)  # hashes the tar
+        # reading, verifying, inflating and hashing overlap the build on their own thread
+        ahead = ReadAhead(tar, block=_COPY, name=f"read-{desc.hex[:12]}")
+        try:
+            stream = io.BufferedReader(ahead, _COPY)
+            built = self.builder.build_layer(stream, layer_dir, self.build_options, label=label)
+            _drain(stream)  # the rest of the tar (padding), so the diff_id covers it all
+        finally:
+            ahead.close()  # the reader thread has finished: `tar` and `counted` are ours again
+        _drain(counted)  # the rest of the blob, so its digest is verified
+        diff_id = tar.raw.diff_id  # type: ignore[attr-defined]
+        return built, diff_id
+
+    def _use_processes(self, layers: int, size: int, workers: int) -> bool:
+        wanted = self.options.layer_processes
+        if wanted is None:  # auto: where the start-up of the workers pays for itself
+            wanted = workers > 1 and layers > 1 and size >= PROCESS_MIN_BYTES
+        if wanted and not picklable(self.builder):
+            log.debug("layer builder %r cannot go to a worker process: building in threads", self.options.builder)
+            return False
+        return bool(wanted) and workers > 0
+
     def _build_all(self, images: list[_Image]) -> dict[str, Future[BuiltLayer]]:
         """One build per distinct source layer digest, across all platforms."""
         jobs: dict[str, Future[BuiltLayer]] = {}
         total = len({d.digest for im in images for d in im.manifest.layers})
         self.progress = Progress(total)
         workers = self.options.workers or min(os.cpu_count() or 1, max(total, 1))
+        layers = {d.digest: d.size for im in images for d in im.manifest.layers}
+        if self._use_processes(len(layers), sum(layers.values()), workers):
+            self.layer_pool = LayerProcessPool(workers, self.builder)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer")
         for image in images:
             for i, desc in enumerate(image.manifest.layers):
@@ -337,6 +361,8 @@ class _Conversion:
             for job in jobs.values():
                 job.cancel()
             self.pool.shutdown(wait=True, cancel_futures=True)
+            if self.layer_pool is not None:
+                self.layer_pool.close()
             self.progress.close()
         self.result.timings["total"] = time.monotonic() - t0
         return self.result

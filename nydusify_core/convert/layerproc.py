@@ -1,0 +1,247 @@
+"""Layer builds in worker processes.
+
+Inflating, hashing and compressing release the GIL, but a builder's own Python work (tar
+headers, chunk records, RAFS layout and serialisation: about half of a layer's CPU time)
+does not, so two layers built in threads share one core for it. In worker processes they
+use a core each. The parent keeps everything else: it reads the source (so digests are
+checked, progress is counted and credentials stay where they are), runs the hooks, and
+streams the still-compressed layer to the worker over a pipe, whose small buffer bounds
+memory. A worker inflates, builds into the layer's work directory and answers with the
+`BuiltLayer` and the layer's diff_id.
+
+Used for large multi-layer images only (see `ConvertOptions.layer_processes`): starting a
+worker costs an interpreter start and the imports, which small images would notice.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import queue
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import IO, Any
+
+from nydusify_core import errors
+from nydusify_core.convert.readahead import ReadAhead
+from nydusify_core.errors import NydusifyError
+from nydusify_core.oci.layertar import open_layer_tar
+from nydusify_core.rafs.builder import BuildOptions
+from nydusify_core.types import BuiltLayer
+
+__all__ = ["LayerProcessPool", "picklable"]
+
+_COPY = 1 << 20
+_END = b""  # the message after a layer's last data block
+_WORKER_MAIN = "import sys; from nydusify_core.convert.layerproc import serve; serve(int(sys.argv[1]))"
+
+
+@dataclass(frozen=True)
+class _Task:
+    media_type: str
+    label: str
+    layer_dir: Path
+    options: BuildOptions
+
+
+def picklable(obj: Any) -> bool:
+    """Whether `obj` (a layer builder) can be handed to a worker process: it pickles, and
+    its class can be imported there (not one defined in the caller's main script)."""
+    if type(obj).__module__ == "__main__":
+        return False
+    try:
+        pickle.loads(pickle.dumps(obj))
+    except Exception:
+        return False
+    return True
+
+
+# --- the worker side ----------------------------------------------------------------------
+
+
+class _PipeReader(io.RawIOBase):
+    """The layer's compressed bytes as the parent sends them, up to the end message."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._pending = memoryview(b"")
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        if not self._pending:
+            if self.ended:
+                return 0
+            data = self._conn.recv_bytes()
+            if data == _END:
+                self.ended = True
+                return 0
+            self._pending = memoryview(data)
+        n = min(len(b), len(self._pending))
+        b[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def drain(self) -> None:
+        """Consume the rest of the layer so the parent's sends never block forever."""
+        self._pending = memoryview(b"")
+        while not self.ended:
+            if self._conn.recv_bytes() == _END:
+                self.ended = True
+
+
+def _build(builder: Any, source: IO[bytes], task: _Task) -> tuple[BuiltLayer, str]:
+    tar = open_layer_tar(io.BufferedReader(source, _COPY), media_type=task.media_type, layer=task.label)
+    ahead = ReadAhead(tar, block=_COPY, name="inflate")  # inflating overlaps the build, as in-process
+    try:
+        stream = io.BufferedReader(ahead, _COPY)
+        built = builder.build_layer(stream, task.layer_dir, task.options, label=task.label)
+        while stream.read(_COPY):  # the tar's padding: the diff_id covers the whole stream
+            pass
+    finally:
+        ahead.close()
+    diff_id = tar.raw.diff_id  # type: ignore[attr-defined]
+    assert diff_id is not None  # the stream was read to its end
+    return built, diff_id
+
+
+def serve(fd: int) -> None:
+    """The worker process: build the layers the parent sends over socket `fd`."""
+    _worker_main(Connection(fd))
+
+
+def _worker_main(conn: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+    try:
+        builder = conn.recv()
+    except Exception:  # the parent has gone, or the builder's class is not importable here
+        return
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        source = _PipeReader(conn)
+        reply: tuple[Any, ...]
+        try:
+            reply = ("ok", *_build(builder, source, task))
+        except NydusifyError as exc:
+            reply = ("error", type(exc).__name__, str(exc), exc.exit_code)
+        except Exception as exc:  # a bug: reported like one by the parent
+            reply = ("bug", type(exc).__name__, str(exc), 1)
+        try:
+            source.drain()
+            conn.send(reply)
+        except (EOFError, OSError):
+            return
+
+
+# --- the parent side ----------------------------------------------------------------------
+
+
+class _Worker:
+    """A `python -c _WORKER_MAIN FD` child talking over a socket pair.
+
+    A plain child process, not `multiprocessing`: its spawn mode would re-import the
+    caller's main module, which breaks scripts that call `convert` without a main guard."""
+
+    def __init__(self, builder: Any) -> None:
+        mine, theirs = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_MAIN, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self.conn = Connection(mine.detach())
+        self.conn.send(builder)
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.conn.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _error(kind: str, name: str, message: str, exit_code: int) -> NydusifyError:
+    cls = getattr(errors, name, None)
+    if kind == "error" and isinstance(cls, type) and issubclass(cls, NydusifyError):
+        exc = cls.__new__(cls)
+        NydusifyError.__init__(exc, message)
+    else:
+        exc = NydusifyError(f"layer worker failed: {name}: {message}")
+    exc.exit_code = exit_code  # type: ignore[misc]
+    return exc
+
+
+class LayerProcessPool:
+    """`size` worker processes, each building one layer at a time for the calling thread."""
+
+    def __init__(self, size: int, builder: Any) -> None:
+        self._builder = builder
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._all: list[_Worker] = []
+        for _ in range(size):
+            self._add()
+
+    def _add(self) -> None:
+        worker = _Worker(self._builder)
+        self._all.append(worker)
+        self._idle.put(worker)
+
+    def build(self, source: IO[bytes], *, media_type: str, label: str, layer_dir: Path, options: BuildOptions) -> tuple[BuiltLayer, str]:
+        """Build the compressed layer read from `source`; (built layer, diff_id).
+
+        An error reading `source` is raised as is (the worker's answer is then dropped);
+        a worker that dies is replaced and its layer fails with a one-line error."""
+        worker = self._idle.get()
+        read_error: BaseException | None = None
+        try:
+            worker.conn.send(_Task(media_type, label, layer_dir, options))
+            try:
+                while block := source.read(_COPY):
+                    worker.conn.send_bytes(block)
+            except (BrokenPipeError, ConnectionResetError):
+                raise
+            except BaseException as exc:  # the worker still answers (a truncated layer): take it
+                read_error = exc
+            worker.conn.send_bytes(_END)
+            reply = worker.conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            self._replace(worker)
+            raise NydusifyError(f"{label}: the layer worker process died (exit code {worker.process.returncode})") from None
+        self._idle.put(worker)
+        if read_error is not None:
+            raise read_error
+        if reply[0] == "ok":
+            return reply[1], reply[2]
+        raise _error(*reply)
+
+    def _replace(self, worker: _Worker) -> None:
+        self._all.remove(worker)
+        worker.conn.close()
+        worker.process.kill()
+        worker.process.wait()
+        self._add()
+
+    def close(self) -> None:
+        for worker in self._all:
+            worker.stop()
+        self._all.clear()
+

@@ -1,0 +1,133 @@
+"""Layers built in worker processes (large images, `layer_processes`) give exactly the image
+built in threads, and a worker's failure is the same one-line error."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from nydusify_core import hookimpl
+from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.errors import FormatError, IntegrityError, NydusifyError
+from nydusify_core.oci import mediatypes as mt
+
+
+def layer_workers() -> list[int]:
+    """Pids of this process's layer worker children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"layerproc import serve" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def run(source: str, out: Path, work: Path, plugins=None, **kw) -> str:
+    options = ConvertOptions(source=source, target=f"oci:{out}:latest", work_dir=work, workers=2, **kw)
+    result = convert(options, plugins)
+    assert result.descriptor is not None
+    return result.descriptor.digest
+
+
+@pytest.mark.parametrize("fixture", ["synthetic_image", "multiarch_image"])
+def test_worker_processes_build_the_same_image_as_threads(fixture: str, request, tmp_path: Path) -> None:
+    image = request.getfixturevalue(fixture)
+    extra = {"all_platforms": True} if fixture == "multiarch_image" else {}
+    in_threads = run(image.ref, tmp_path / "threads", tmp_path / "w1", layer_processes=False, **extra)
+    in_processes = run(image.ref, tmp_path / "processes", tmp_path / "w2", layer_processes=True, **extra)
+    assert in_processes == in_threads
+    assert sorted(os.listdir(tmp_path / "processes" / "blobs" / "sha256")) == sorted(os.listdir(tmp_path / "threads" / "blobs" / "sha256"))
+    assert layer_workers() == []  # stopped at the end
+
+
+def test_small_images_build_in_threads(synthetic_image, tmp_path: Path, plugin_manager, register_plugin) -> None:
+    seen: list[list[int]] = []
+
+    class Spy:
+        @hookimpl
+        def nydusify_before_build_layer(self, ctx, layer) -> None:
+            seen.append(layer_workers())
+
+    register_plugin(Spy())
+    run(synthetic_image.ref, tmp_path / "out", tmp_path / "work", plugin_manager)
+    assert seen and all(pids == [] for pids in seen)
+
+
+def flipped_byte(image, root: Path) -> str:
+    """The image with one byte of its second layer changed: the parent's digest check fails."""
+    shutil.copytree(image.path, root)
+    layer = root / "blobs" / "sha256" / image.layers[1].digest.split(":")[1]
+    data = bytearray(layer.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    layer.chmod(0o644)
+    layer.write_bytes(bytes(data))
+    return f"oci:{root}:latest"
+
+
+def truncated_gzip(image, root: Path) -> str:
+    """An image whose one layer is a gzip stream cut short, listed under its own digest:
+    only inflating it (in the worker) finds the fault."""
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    tar = gzip.decompress((image.path / "blobs" / "sha256" / image.layers[0].digest.split(":")[1]).read_bytes())
+    layer = gzip.compress(tar, mtime=0)[:-100]
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": put(config), "size": len(config)},
+        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": put(layer), "size": len(layer)}],
+    }).encode()
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": mt.OCI_MANIFEST, "digest": put(manifest), "size": len(manifest), "annotations": {mt.ANNOTATION_REF_NAME: "latest"}}]}))
+    return f"oci:{root}:latest"
+
+
+@pytest.mark.parametrize("make, error", [(flipped_byte, IntegrityError), (truncated_gzip, FormatError)])
+def test_a_bad_layer_fails_the_same_way_in_a_worker(make, error, synthetic_image, tmp_path: Path) -> None:
+    source = make(synthetic_image, tmp_path / "src")
+    errors = []
+    for mode in (False, True):
+        with pytest.raises(NydusifyError) as info:
+            run(source, tmp_path / f"out-{mode}", tmp_path / f"work-{mode}", layer_processes=mode)
+        errors.append((type(info.value), str(info.value)))
+        index = tmp_path / f"out-{mode}" / "index.json"
+        assert not index.exists() or json.loads(index.read_text())["manifests"] == []
+    assert errors[0] == errors[1]
+    assert errors[1][0] is error
+
+
+def test_a_worker_that_dies_fails_its_layer_in_one_line(synthetic_image, tmp_path: Path, plugin_manager, register_plugin) -> None:
+    class Killer:
+        @hookimpl
+        def nydusify_before_build_layer(self, ctx, layer) -> None:
+            for pid in layer_workers():
+                os.kill(pid, signal.SIGKILL)
+
+    register_plugin(Killer())
+    with pytest.raises(NydusifyError, match=r"layer \d+ \(sha256:[0-9a-f]+\): the layer worker process died") as info:
+        run(synthetic_image.ref, tmp_path / "out", tmp_path / "work", plugin_manager, layer_processes=True)
+    assert "\n" not in str(info.value)
+    assert layer_workers() == []
+    assert not (tmp_path / "work").exists()
