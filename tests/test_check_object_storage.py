@@ -1,4 +1,4 @@
-"""`check` of images whose blobs live in OSS or S3 (`convert --backend-type`): the manifest
+"""`check` of images whose blobs live in OSS, S3 or a local directory (`convert --backend-type`): the manifest
 lists only the bootstrap, so the data rule reads the blobs through `--backend-type` /
 `--backend-config` and fails, naming the blob, when one is missing or altered."""
 
@@ -34,7 +34,12 @@ def s3_config(s3_server, s3_bucket) -> dict:
     }
 
 
-@pytest.fixture(params=["oss", "s3"])
+@pytest.fixture
+def localfs_config(tmp_path: Path) -> dict:
+    return {"dir": str(tmp_path / "blobs")}
+
+
+@pytest.fixture(params=["oss", "s3", "localfs"])
 def converted(request, synthetic_image, tmp_path: Path) -> tuple[str, str, dict]:
     """(target ref, backend type, backend config) of the synthetic image converted to a backend."""
     backend_type = request.param
