@@ -197,8 +197,12 @@ class LayerProcessPool:
         self._builder = builder
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []
-        for _ in range(size):
-            self._add()
+        try:
+            for _ in range(size):
+                self._add()
+        except BaseException:
+            self.close()
+            raise
 
     def _add(self) -> None:
         worker = _Worker(self._builder)

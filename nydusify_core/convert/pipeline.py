@@ -208,7 +208,10 @@ class _Conversion:
         workers = self.options.workers or min(os.cpu_count() or 1, max(total, 1))
         layers = {d.digest: d.size for im in images for d in im.manifest.layers}
         if self._use_processes(len(layers), sum(layers.values()), workers):
-            self.layer_pool = LayerProcessPool(workers, self.builder)
+            try:
+                self.layer_pool = LayerProcessPool(workers, self.builder)
+            except OSError as exc:  # e.g. a sandbox that forbids new processes
+                log.warning("cannot start layer worker processes (%s): building in threads", exc.strerror or exc)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer")
         for image in images:
             for i, desc in enumerate(image.manifest.layers):
