@@ -20,6 +20,10 @@ from nydusify_core.rafs.builder import BuildOptions, BuildResult, build_director
 
 log = logging.getLogger(__name__)
 
+# upstream's pack uploads through nydusify's own backend package, whose multipart parts are
+# 200 MiB (convert's go through the snapshotter's, with 500 MiB parts: the backends' default)
+PACK_PART_SIZE = 200 << 20
+
 
 @dataclass(frozen=True)
 class PackPaths:
@@ -100,6 +104,8 @@ def push_packed(cli_backend: CliBackend, name: str, result: BuildResult, paths: 
     `blob_prefix + id` and skipped when present (unless forced), then the bootstrap, always,
     under `meta_prefix + name` as given. Returns the object URLs for the log and `--json`."""
     store = cli_backend.store("pack --backend-push")
+    if hasattr(store, "part_size"):  # object stores that upload in parts (oss, s3)
+        store.part_size = PACK_PART_SIZE  # type: ignore[attr-defined]
     blob_prefix = cli_backend.blob_prefix
     blobs: list[dict[str, Any]] = []
 

@@ -125,10 +125,13 @@ class S3Backend(KeyedObjectBackend):
             aws_session_token=(creds.token or None) if creds else None,
             config=botocore_config,
         )
-        self._transfer = TransferConfig(
-            multipart_threshold=part_size + 1,  # a file of one part size is one PutObject
-            multipart_chunksize=part_size,
-            max_concurrency=workers,
+
+    def _transfer(self) -> TransferConfig:
+        """Built per upload from the current `part_size` (pack sets its own after creation)."""
+        return TransferConfig(
+            multipart_threshold=self.part_size + 1,  # a file of one part size is one PutObject
+            multipart_chunksize=self.part_size,
+            max_concurrency=self.workers,
             use_threads=True,
         )
 
@@ -202,7 +205,7 @@ class S3Backend(KeyedObjectBackend):
             raise UsageError(f"{path} needs more than {MAX_PARTS} parts of {self.part_size} bytes: use a larger part size")
 
         def upload() -> None:
-            with create_transfer_manager(self._client, self._transfer) as manager:
+            with create_transfer_manager(self._client, self._transfer()) as manager:
                 manager.upload(str(path), self.bucket_name, key, extra_args={"ChecksumAlgorithm": CHECKSUM}).result()
 
         self._call("upload", key, upload)
