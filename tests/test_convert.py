@@ -16,6 +16,7 @@ from nydusify_core.errors import IntegrityError, NydusifyError
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.testing.erofs import expanded_blobs, kernel_mount
 from nydusify_core.testing.images import expected_rootfs
+from nydusify_core.testing.imagebuild.ocidir import one_layer_layout
 from nydusify_core.testing.nydus import open_nydus_layout, unpack_nydus_image
 from nydusify_core.testing.trees import diff_trees, snapshot
 
@@ -237,25 +238,7 @@ def _layout_with_layer(root: Path, tar_bytes: bytes) -> str:
     import gzip
     import hashlib
 
-    blobs = root / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return f"sha256:{digest}"
-
-    layer = gzip.compress(tar_bytes, mtime=0)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar_bytes).hexdigest()]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-        "config": {"mediaType": mt.OCI_CONFIG, "digest": put(config), "size": len(config)},
-        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": put(layer), "size": len(layer)}],
-    }).encode()
-    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": mt.OCI_MANIFEST, "digest": put(manifest), "size": len(manifest), "annotations": {mt.ANNOTATION_REF_NAME: "latest"}}]}))
-    return f"oci:{root}:latest"
+    return one_layer_layout(root, gzip.compress(tar_bytes, mtime=0), "sha256:" + hashlib.sha256(tar_bytes).hexdigest())
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/../../escape"])

@@ -16,7 +16,7 @@ import pytest
 from nydusify_core import hookimpl
 from nydusify_core.convert import ConvertOptions, convert
 from nydusify_core.errors import FormatError, IntegrityError, NydusifyError
-from nydusify_core.oci import mediatypes as mt
+from nydusify_core.testing.imagebuild.ocidir import one_layer_layout
 
 
 def layer_workers() -> list[int]:
@@ -81,27 +81,8 @@ def flipped_byte(image, root: Path) -> str:
 def truncated_gzip(image, root: Path) -> str:
     """An image whose one layer is a gzip stream cut short, listed under its own digest:
     only inflating it (in the worker) finds the fault."""
-    blobs = root / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return f"sha256:{digest}"
-
     tar = gzip.decompress((image.path / "blobs" / "sha256" / image.layers[0].digest.split(":")[1]).read_bytes())
-    layer = gzip.compress(tar, mtime=0)[:-100]
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-        "config": {"mediaType": mt.OCI_CONFIG, "digest": put(config), "size": len(config)},
-        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": put(layer), "size": len(layer)}],
-    }).encode()
-    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": mt.OCI_MANIFEST, "digest": put(manifest), "size": len(manifest), "annotations": {mt.ANNOTATION_REF_NAME: "latest"}}]}))
-    return f"oci:{root}:latest"
+    return one_layer_layout(root, gzip.compress(tar, mtime=0)[:-100], "sha256:" + hashlib.sha256(tar).hexdigest())
 
 
 @pytest.mark.parametrize("make, error", [(flipped_byte, IntegrityError), (truncated_gzip, FormatError)])

@@ -141,3 +141,20 @@ def select_manifest(layout: Path, tag: str, platform: str | None = None) -> dict
         if platform_string(config) != platform:
             raise ImageBuildError(f"{layout}:{tag} is {platform_string(config)}, not {platform}")
     return desc
+
+
+def one_layer_layout(layout: Path, layer: bytes, diff_id: str, *, media_type: str = mt.OCI_LAYER_GZIP, tag: str = "latest") -> str:
+    """An amd64 OCI layout of one layer given as stored bytes (possibly hostile or broken)
+    with the config's `diff_id` as given; returns its `oci:PATH:TAG` reference."""
+    init_layout(layout)
+    config_digest, config_size = put_json(layout, {
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    })
+    layer_digest, layer_size = put_blob(layout, layer)
+    manifest_digest, manifest_size = put_json(layout, {
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": media_type, "digest": layer_digest, "size": layer_size}],
+    })
+    write_index(layout, [tagged({"mediaType": mt.OCI_MANIFEST, "digest": manifest_digest, "size": manifest_size}, tag)])
+    return f"oci:{layout}:{tag}"
