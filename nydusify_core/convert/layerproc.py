@@ -34,7 +34,7 @@ from nydusify_core.oci.layertar import open_layer_tar
 from nydusify_core.rafs.builder import BuildOptions
 from nydusify_core.types import BuiltLayer
 
-__all__ = ["LayerProcessPool", "picklable"]
+__all__ = ["LayerProcessPool", "build_layer_stream", "picklable"]
 
 _COPY = 1 << 20
 _END = b""  # the message after a layer's last data block
@@ -97,16 +97,22 @@ class _PipeReader(io.RawIOBase):
                 self.ended = True
 
 
-def _build(builder: Any, source: IO[bytes], task: _Task) -> tuple[BuiltLayer, str]:
-    tar = open_layer_tar(io.BufferedReader(source, _COPY), media_type=task.media_type, layer=task.label)
-    ahead = ReadAhead(tar, block=_COPY, name="inflate")  # inflating overlaps the build, as in-process
+def build_layer_stream(builder: Any, source: IO[bytes], *, media_type: str, label: str, layer_dir: Path,
+                       options: BuildOptions) -> tuple[BuiltLayer, str]:
+    """Inflate and build the compressed layer read from `source`, in this process, with
+    inflating and hashing on their own thread; (built layer, diff_id). `source` is read to
+    its end, so a verifying source has checked its digest when this returns."""
+    tar = open_layer_tar(source, media_type=media_type, layer=label)
+    ahead = ReadAhead(tar, block=_COPY, name="inflate")
     try:
         stream = io.BufferedReader(ahead, _COPY)
-        built = builder.build_layer(stream, task.layer_dir, task.options, label=task.label)
+        built = builder.build_layer(stream, layer_dir, options, label=label)
         while stream.read(_COPY):  # the tar's padding: the diff_id covers the whole stream
             pass
     finally:
-        ahead.close()
+        ahead.close()  # the reader thread has finished: `tar` and `source` are ours again
+    while source.read(_COPY):  # anything after the compressed stream
+        pass
     diff_id = tar.raw.diff_id  # type: ignore[attr-defined]
     assert diff_id is not None  # the stream was read to its end
     return built, diff_id
@@ -133,7 +139,10 @@ def _worker_main(conn: Connection) -> None:
         source = _PipeReader(conn)
         reply: tuple[Any, ...]
         try:
-            reply = ("ok", *_build(builder, source, task))
+            reply = ("ok", *build_layer_stream(
+                builder, io.BufferedReader(source, _COPY), media_type=task.media_type, label=task.label,
+                layer_dir=task.layer_dir, options=task.options,
+            ))
         except NydusifyError as exc:
             reply = ("error", type(exc).__name__, str(exc), exc.exit_code)
         except Exception as exc:  # a bug: reported like one by the parent

@@ -21,15 +21,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from nydusify_core.config import load_dataclass
-from nydusify_core.convert.layerproc import LayerProcessPool, picklable
+from nydusify_core.convert.layerproc import LayerProcessPool, build_layer_stream, picklable
 from nydusify_core.convert.options import ConvertOptions
 from nydusify_core.convert.progress import Progress
-from nydusify_core.convert.readahead import ReadAhead
 from nydusify_core.convert.workdir import scratch_dir
 from nydusify_core.errors import IntegrityError, UsageError
 from nydusify_core.oci import image as img
 from nydusify_core.oci.descriptor import Descriptor, Platform
-from nydusify_core.oci.layertar import open_layer_tar
 from nydusify_core.plugins import NydusifyPlugins, create_plugin_manager
 from nydusify_core.rafs.builder import BuildOptions
 from nydusify_core.types import BLOB_DIGEST_COMPUTED, BackendContext, BlobRef, BuiltLayer, ConvertContext, EndpointOptions, LayerInfo, PushInfo
@@ -84,11 +82,6 @@ class _Counting(io.RawIOBase):
             buffer[:n] = data
         self._progress.add_bytes(n)
         return n
-
-
-def _drain(stream: IO[bytes]) -> None:
-    while stream.read(_COPY):
-        pass
 
 
 @dataclass
@@ -166,7 +159,9 @@ class _Conversion:
                     counted, media_type=desc.media_type, label=label, layer_dir=layer_dir, options=self.build_options,
                 )
             else:
-                built, diff_id = self._build_here(counted, desc, label, layer_dir)
+                built, diff_id = build_layer_stream(
+                    self.builder, counted, media_type=desc.media_type, label=label, layer_dir=layer_dir, options=self.build_options,
+                )
         finally:
             raw.close()
         expected = image.config.diff_ids[index]
@@ -175,21 +170,6 @@ class _Conversion:
         self.plugins.after_build_layer(self.ctx, info, built)
         progress.layer_done(label, built.blob_id, built.blob_size)
         return built
-
-    def _build_here(self, counted: IO[bytes], desc: Descriptor, label: str, layer_dir: Path) -> tuple[BuiltLayer, str]:
-        """Build in this process: (built layer, diff_id)."""
-        tar = open_layer_tar(counted, media_type=desc.media_type, layer=label)  # hashes the tar
-        # reading, verifying, inflating and hashing overlap the build on their own thread
-        ahead = ReadAhead(tar, block=_COPY, name=f"read-{desc.hex[:12]}")
-        try:
-            stream = io.BufferedReader(ahead, _COPY)
-            built = self.builder.build_layer(stream, layer_dir, self.build_options, label=label)
-            _drain(stream)  # the rest of the tar (padding), so the diff_id covers it all
-        finally:
-            ahead.close()  # the reader thread has finished: `tar` and `counted` are ours again
-        _drain(counted)  # the rest of the blob, so its digest is verified
-        diff_id = tar.raw.diff_id  # type: ignore[attr-defined]
-        return built, diff_id
 
     def _use_processes(self, layers: int, size: int, workers: int) -> bool:
         wanted = self.options.layer_processes
