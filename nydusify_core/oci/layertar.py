@@ -32,6 +32,7 @@ import gzip
 import hashlib
 import io
 import re
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterator, Mapping
@@ -61,6 +62,14 @@ _OCTAL_RE = re.compile(rb"[0-7]+")
 _DECIMAL_RE = re.compile(rb"[0-9]{1,20}")
 _PAX_TIME_RE = re.compile(rb"(-?)([0-9]{1,20})(?:\.([0-9]*))?")
 _HIGH_BYTES = bytes(range(128, 256))
+# The fixed fields of a 512-byte header, in one unpack: name, mode, uid, gid, size, mtime,
+# chksum, typeflag, linkname, magic+version, uname, gname, devmajor, devminor, prefix.
+_HEADER = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s155s12x")
+# Parsed octal fields by their raw bytes: most headers repeat the same mode, uid, gid,
+# device and mtime fields, so a dict hit replaces split + strip + regex + int per field.
+# Only successful octal parses are stored (they do not depend on `signed`/`what`); bounded.
+_OCTAL_CACHE: dict[bytes, int] = {}
+_OCTAL_CACHE_MAX = 1 << 14
 _SCHILY_XATTR = b"SCHILY.xattr."
 
 
@@ -402,8 +411,11 @@ def normalize_path(name: bytes) -> bytes:
     """
     if b"\0" in name:
         raise ValueError("name contains a NUL byte")
+    split = name.split(b"/")
+    if b"" not in split and b"." not in split and b".." not in split:
+        return name  # already canonical (the common case): joining the parts gives it back
     parts = []
-    for part in name.split(b"/"):
+    for part in split:
         if part == b"..":
             raise ValueError("name has a '..' component")
         if part and part != b".":
@@ -416,6 +428,9 @@ def normalize_path(name: bytes) -> bytes:
 
 def _num(field_: bytes, what: str, *, signed: bool = False) -> int:
     """Octal (NUL/space terminated) or GNU base-256 number field."""
+    cached = _OCTAL_CACHE.get(field_)
+    if cached is not None:
+        return cached
     first = field_[0] if field_ else 0
     if first == 0x80:
         return int.from_bytes(field_[1:], "big")
@@ -430,7 +445,10 @@ def _num(field_: bytes, what: str, *, signed: bool = False) -> int:
         return 0
     if not _OCTAL_RE.fullmatch(text):
         raise ValueError(f"invalid {what} field {text!r}")
-    return int(text, 8)
+    value = int(text, 8)
+    if len(_OCTAL_CACHE) < _OCTAL_CACHE_MAX:
+        _OCTAL_CACHE[field_] = value
+    return value
 
 
 def _nts(field_: bytes) -> bytes:
@@ -566,15 +584,16 @@ class _TarReader:
             pass
 
 
-def _checksum_ok(block: bytes) -> bool:
+def _checksum_ok(block: bytes, field_: bytes) -> bool:
+    """Whether `field_` (the chksum bytes 148:156 of `block`) matches the header's sum."""
     try:
-        stored = _num(block[148:156], "checksum")
+        stored = _num(field_, "checksum")
     except ValueError:
         return False
-    rest = block[:148] + block[156:]
-    unsigned = sum(rest) + 8 * 0x20
+    unsigned = sum(block) - sum(field_) + 8 * 0x20  # the chksum field counts as 8 spaces
     if stored == unsigned:
         return True
+    rest = block[:148] + block[156:]
     high = len(rest) - len(rest.translate(None, _HIGH_BYTES))
     return stored == unsigned - 256 * high  # old tars summed signed chars
 
@@ -604,10 +623,11 @@ def iter_tar_entries(stream: IO[bytes], *, layer: str = "") -> Iterator[TarEntry
             if second is not None and second != ZERO_BLOCK:
                 raise reader.fail("data after a single end-of-archive block")
             break
-        if not _checksum_ok(block):
+        fields = _HEADER.unpack(block)
+        if not _checksum_ok(block, fields[6]):
             raise reader.fail("bad tar header checksum")
         try:
-            entry_or_meta = _parse_header(block)
+            entry_or_meta = _parse_header(fields)
         except ValueError as exc:
             raise reader.fail(str(exc), _nts(block[:100])) from None
         typeflag, name, linkname, size, header = entry_or_meta
@@ -706,28 +726,33 @@ def iter_tar_entries(stream: IO[bytes], *, layer: str = "") -> Iterator[TarEntry
     reader.drain()
 
 
-def _parse_header(block: bytes) -> tuple[bytes, bytes, bytes, int, dict[str, int]]:
-    """(typeflag, name, linkname, size, numeric fields) of one header block."""
-    typeflag = block[156:157]
-    magic = block[257:265]
-    name = _nts(block[0:100])
+def _parse_header(fields: tuple) -> tuple[bytes, bytes, bytes, int, dict[str, int]]:
+    """(typeflag, name, linkname, size, numeric fields) of one header (`_HEADER` fields)."""
+    (raw_name, mode, uid, gid, size, mtime, _, typeflag, linkname, magic, _, _,
+     devmajor, devminor, prefix) = fields
+    name = _nts(raw_name)
     if magic[:6] == b"ustar\0":
-        prefix = _nts(block[345:500])
+        prefix = _nts(prefix)
         if prefix:
             name = prefix + b"/" + name
-    fields = {
-        "mode": _num(block[100:108], "mode"),
-        "uid": _num(block[108:116], "uid"),
-        "gid": _num(block[116:124], "gid"),
-        "mtime": _num(block[136:148], "mtime", signed=True),
+    # cache hits first (they cannot fail), `_num` for the rest in field order, so the
+    # first invalid field is still the one reported
+    get = _OCTAL_CACHE.get
+    n_mode, n_uid, n_gid, n_mtime = get(mode), get(uid), get(gid), get(mtime)
+    numbers = {
+        "mode": _num(mode, "mode") if n_mode is None else n_mode,
+        "uid": _num(uid, "uid") if n_uid is None else n_uid,
+        "gid": _num(gid, "gid") if n_gid is None else n_gid,
+        "mtime": _num(mtime, "mtime", signed=True) if n_mtime is None else n_mtime,
         "devmajor": 0,
         "devminor": 0,
     }
     if magic[:5] == b"ustar":  # POSIX ustar or GNU: device numbers present
-        fields["devmajor"] = _num(block[329:337], "devmajor")
-        fields["devminor"] = _num(block[337:345], "devminor")
-    size = _num(block[124:136], "size")
-    return typeflag, name, _nts(block[157:257]), size, fields
+        n_major, n_minor = get(devmajor), get(devminor)
+        numbers["devmajor"] = _num(devmajor, "devmajor") if n_major is None else n_major
+        numbers["devminor"] = _num(devminor, "devminor") if n_minor is None else n_minor
+    n_size = get(size)
+    return typeflag, name, _nts(linkname), _num(size, "size") if n_size is None else n_size, numbers
 
 
 class LayerTar:
