@@ -335,7 +335,8 @@ class BlobWriter:
         ph.digest, ph.blob_index, ph.index = dig, self._own_index, index
         ph.flags = C.CHUNK_COMPRESSED if compressed else 0
         ph.compressed_offset, ph.compressed_size, ph.uncompressed_offset = coff, len(stored), uoff
-        self._own.setdefault(dig, replace(ph))
+        if dig not in self._own:  # a copy, built directly (dataclasses.replace is slow per chunk)
+            self._own[dig] = ChunkInfo(dig, ph.blob_index, ph.flags, coff, len(stored), uoff, usize, ph.file_offset, index)
 
     # -- output helpers ----------------------------------------------------------------------
     def _write(self, data: bytes, *, hashed: bool = True) -> None:
