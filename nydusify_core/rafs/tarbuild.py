@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 _DIR_MODE = stat.S_IFDIR | C.TAR_IMPLIED_DIR_MODE
+_S_IFMT = 0o170000
 
 
 def tar_writer_options(fs_version: int) -> dict[str, Any]:
@@ -138,6 +139,8 @@ class _Tree:
 
     def _xattrs(self, entry: TarEntry) -> dict[bytes, bytes]:
         out: dict[bytes, bytes] = {}
+        if not entry.xattrs:
+            return out
         for name, value in entry.xattrs.items():
             if not any(name.startswith(prefix) for prefix, _ in C.XATTR_PREFIXES):
                 raise self.fail(entry.path, f"xattr {name.decode('utf-8', 'backslashreplace')!r} has a prefix RAFS cannot store")
@@ -152,9 +155,14 @@ class _Tree:
         head, _, name = path.rpartition(b"/")
         if self.check_v6 and len(name) > C.EROFS_NAME_LEN:
             raise self.fail(path, f"name of {len(name)} bytes exceeds the {C.EROFS_NAME_LEN}-byte limit of RAFS v6")
+        if not head:
+            return self.root, name
+        known = self.index.get(head)  # every node of the tree is indexed by its path
+        if known is not None and known.mode & _S_IFMT == stat.S_IFDIR:
+            return known, name  # an existing directory: its ancestors are directories too
         node = self.root
         prefix = b""
-        for part in head.split(b"/") if head else ():
+        for part in head.split(b"/"):
             prefix = prefix + b"/" + part if prefix else part
             kids = self.kids.get(id(node))
             assert kids is not None
