@@ -70,7 +70,8 @@ class V6Inode:
     @property
     def tail_offset(self) -> int:
         """Where inline data (directory/symlink tail) or the chunk-index area starts."""
-        return self.offset + self.inode_size + self.xattr_size
+        # `inode_size` spelled out: this runs for every directory and file of a read-back
+        return self.offset + (C.V6_INODE_EXTENDED_SIZE if self.extended else C.V6_INODE_COMPACT_SIZE) + self.xattr_size
 
     @property
     def file_type(self) -> int:
@@ -405,14 +406,15 @@ class RafsV6Reader:
         """ChunkInfo per chunk of a regular file, joined with the chunk info table."""
         table = self._chunks_by_index()
         cs = self.chunk_size
+        counts = [b.chunk_count for b in self.blobs]
         out = []
         for k, (blob, ci, blkaddr) in enumerate(self.chunk_indexes(ino)):
             r = table.get((blob, ci))
-            if r is None or r[6] != blkaddr * BLK or ci >= self.blobs[blob].chunk_count:
+            if r is None or r[6] != blkaddr * BLK or ci >= counts[blob]:
                 raise FormatError(f"nid {ino.nid}: chunk {k} (blob {blob}, index {ci}) not in the chunk table")
-            out.append(ChunkInfo(digest=r[0], blob_index=blob, flags=r[2], compressed_size=r[3],
-                                 uncompressed_size=r[4], compressed_offset=r[5], uncompressed_offset=r[6],
-                                 file_offset=k * cs, index=ci))
+            # positional: digest, blob_index, flags, compressed offset/size, uncompressed offset/size,
+            # file_offset, index (the table record is digest, blob, flags, csize, usize, coff, uoff, ...)
+            out.append(ChunkInfo(r[0], blob, r[2], r[5], r[3], r[6], r[4], k * cs, ci))
         return out
 
     # -- tree walk ------------------------------------------------------------------------
