@@ -30,6 +30,7 @@ from nydusify_core.rafs.v6_layout import (
     XATTR_ENTRY,
     XATTR_IBODY_HEADER,
     align,
+    FILE_TYPES,
     file_type,
     split_xattr_name,
 )
@@ -118,8 +119,11 @@ def encode_xattrs(xattrs: dict[bytes, bytes]) -> bytes:
     return area
 
 
+_NAME_MAX = C.EROFS_NAME_LEN
+
+
 def _check_name(name: bytes) -> None:
-    if not name or len(name) > C.EROFS_NAME_LEN or b"/" in name or b"\0" in name or name in (b".", b".."):
+    if not name or len(name) > _NAME_MAX or b"/" in name or b"\0" in name or name == b"." or name == b"..":
         raise FormatError(f"invalid file name {name!r}")
 
 
@@ -243,7 +247,7 @@ class _Writer:
         for d in self.dir_order:
             entries = [(b".", d), (b"..", parent[d])]
             ks, ke = kid_start[d], kid_end[d]
-            entries.extend((nodes[k].name, k) for k in range(ks, ke))
+            entries.extend(zip(map(_name_of, nodes[ks:ke]), range(ks, ke)))
             if ke > ks and nodes[ks].name < b"..":
                 entries.sort(key=lambda e: e[0])
             size[d], dir_starts[d] = _pack_dirents([e[0] for e in entries])
@@ -314,7 +318,8 @@ class _Writer:
         self.off, self.doff, self.layout, self.meta_end = off, doff, layout, cursor
 
     def hardlink_groups(self, by_ino: dict[int, list[int]]) -> list[list[int]]:
-        """Merge the `ino` groups with `hardlink_to` links; members in node-index order."""
+        """Merge the `ino` groups with `hardlink_to` links: the groups of two or more nodes,
+        members in node-index order (a node alone needs no inode sharing)."""
         nodes = self.nodes
         group: dict[int, int] = {}
 
@@ -336,10 +341,11 @@ class _Writer:
                     a, b = find(m), find(t)
                     if a != b:
                         group[max(a, b)] = min(a, b)
+        # every member of a group of two or more took part in a union above; a node that
+        # did not (most nodes of a read-back or merged tree carry an ino) is alone
         merged: dict[int, list[int]] = {}
-        for members in by_ino.values():
-            for m in members:
-                merged.setdefault(find(m), []).append(m)
+        for m in set(group).union(group.values()):
+            merged.setdefault(find(m), []).append(m)
         return [sorted(v) for v in merged.values()]
 
     # -- prefetch (§3.6) ------------------------------------------------------------------
@@ -403,6 +409,14 @@ class _Writer:
         pack_dirent = DIRENT.pack_into
         ino, nlink, first, xattr = self.ino, self.nlink, self.first, self.xattr
         has_xattr = False
+        # constants of the per-node loop as locals (module attribute lookups add up over every node)
+        i_format = {lay: C.EROFS_I_VERSION_EXTENDED | (lay << C.EROFS_I_DATALAYOUT_SHIFT)
+                    for lay in (_LAYOUT_PLAIN, _LAYOUT_INLINE, _LAYOUT_CHUNK)}
+        inode_size, xattr_header = C.V6_INODE_EXTENDED_SIZE, C.V6_XATTR_IBODY_HEADER_SIZE
+        index_align, index_size, chunk_format = C.V6_CHUNK_INDEX_ALIGN, C.V6_CHUNK_INDEX_SIZE, C.V6_CHUNK_FORMAT_INDEXES
+        dirent_size = C.V6_DIRENT_SIZE
+        dirent_type, ft_unknown = FILE_TYPES.get, C.EROFS_FT_UNKNOWN  # = file_type(), inlined
+        dir_entries, dir_starts = self.dir_entries, self.dir_starts
         for i, node in enumerate(nodes):
             if first[i] != i:
                 continue  # a later path of a hardlinked regular file: same inode bytes
@@ -418,7 +432,7 @@ class _Writer:
                     o0 = chunks[0].uncompressed_offset
                     if all(c.blob_index == b0 and c.uncompressed_offset == o0 + k * cs for k, c in enumerate(chunks)):
                         bits = (node.size - 1).bit_length() - C.EROFS_BLKSZ_BITS
-                i_u = C.V6_CHUNK_FORMAT_INDEXES | bits
+                i_u = chunk_format | bits
             elif fmt == _S_IFDIR or fmt == _S_IFLNK:
                 i_u = (meta + doff[i]) // BLK
             else:
@@ -429,27 +443,26 @@ class _Writer:
                 uid = gid = 0
             try:
                 pack_inode(
-                    buf, pos, C.EROFS_I_VERSION_EXTENDED | (lay << C.EROFS_I_DATALAYOUT_SHIFT),
-                    (len(xb) - C.V6_XATTR_IBODY_HEADER_SIZE) // 4 + 1 if xb else 0,
+                    buf, pos, i_format[lay], (len(xb) - xattr_header) // 4 + 1 if xb else 0,
                     node.mode & 0xFFFF, 0, size[i], i_u, ino[i], uid, gid,
                     node.mtime, node.mtime_nsec, nlink[i],
                 )
             except struct.error as exc:
                 raise FormatError(f"{node.name!r}: inode field out of range ({exc})") from None
-            end = pos + C.V6_INODE_EXTENDED_SIZE
+            end = pos + inode_size
             if xb:
                 has_xattr = True
                 buf[end:end + len(xb)] = xb
                 end += len(xb)
             if fmt == _S_IFREG:
-                p = align(end, C.V6_CHUNK_INDEX_ALIGN)
+                p = align(end, index_align)
                 for ch in node.chunks:
                     ci = ch.index
                     pack_index(buf, p, ci & 0xFFFF, (ch.blob_index + 1) | ((ci >> 16) << 8), ch.uncompressed_offset // BLK)
-                    p += C.V6_CHUNK_INDEX_SIZE
+                    p += index_size
             elif fmt == _S_IFDIR:
-                entries = self.dir_entries[i]
-                starts = self.dir_starts[i]
+                entries = dir_entries[i]
+                starts = dir_starts[i]
                 nblocks = len(starts)
                 starts = starts + [len(entries)]
                 for b in range(nblocks):
@@ -458,12 +471,12 @@ class _Writer:
                     else:
                         p = meta + doff[i] + b * BLK
                     s, e = starts[b], starts[b + 1]
-                    nameoff = C.V6_DIRENT_SIZE * (e - s)
+                    nameoff = dirent_size * (e - s)
                     names = []
                     for name, k in entries[s:e]:
-                        kid = nodes[first[k]]
-                        pack_dirent(buf, p, off[first[k]] // SLOT, nameoff, file_type(kid.mode))
-                        p += C.V6_DIRENT_SIZE
+                        k = first[k]
+                        pack_dirent(buf, p, off[k] // SLOT, nameoff, dirent_type(nodes[k].mode & _S_IFMT, ft_unknown))
+                        p += dirent_size
                         nameoff += len(name)
                         names.append(name)
                     blob = b"".join(names)
