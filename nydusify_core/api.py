@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from nydusify_core.convert import ConvertOptions, ConvertResult
-from nydusify_core.convert import convert as _convert
+from nydusify_core.conversion import ConvertOptions, ConvertResult
+from nydusify_core.conversion import convert as _convert
 from nydusify_core.rafs import constants as C
 
 if TYPE_CHECKING:
-    from nydusify_core.check import CheckOptions, CheckReport
+    from nydusify_core.checker import CheckOptions, CheckReport
     from nydusify_core.plugins import NydusifyPlugins
     from nydusify_core.rafs.builder import BuildResult
 
@@ -48,15 +48,15 @@ def check(options: "CheckOptions", plugins: "NydusifyPlugins | None" = None) -> 
     Problems with the images are in the report (`report.ok`, `report.rules`,
     `report.to_json()`); an exception means the check could not run.
     """
-    from nydusify_core.check import check as _check
+    from nydusify_core.checker import check as _check
 
     return _check(options, plugins)
 
 
 def __getattr__(name: str) -> Any:
-    """`CheckOptions` / `CheckReport` come from `nydusify_core.check`, imported on first use."""
+    """`CheckOptions` / `CheckReport` come from `nydusify_core.checker`, imported on first use."""
     if name in ("CheckOptions", "CheckReport"):
-        import nydusify_core.check as checking
+        import nydusify_core.checker as checking
 
         return getattr(checking, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

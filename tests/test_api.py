@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,7 +15,6 @@ from nydusify_core import ConvertOptions, PackOptions, PackResult, convert, pack
 from nydusify_core.errors import NotFoundError, UsageError
 
 PUBLIC = ("convert", "ConvertOptions", "ConvertResult", "pack", "PackOptions", "PackResult", "check", "CheckOptions", "CheckReport")
-HAS_CHECK = importlib.util.find_spec("nydusify_core.check") is not None
 
 
 def layout_manifest(layout: Path) -> dict:
@@ -40,18 +38,19 @@ def test_import_nydusify_core_loads_no_pipeline() -> None:
     assert loaded == ["nydusify_core.hookspecs"]
 
 
-@pytest.mark.parametrize("name", [n for n in PUBLIC if HAS_CHECK or not n.startswith(("check", "Check"))])
+@pytest.mark.parametrize("name", PUBLIC)
 def test_public_name_is_importable_and_documented(name: str) -> None:
     value = getattr(nydusify_core, name)
     assert name in nydusify_core.__all__ and name in dir(nydusify_core)
     assert (value.__doc__ or "").strip(), f"{name} has no docstring"
 
 
-def test_convert_and_check_are_callable_and_still_their_subpackages() -> None:
-    """`convert`/`check` name both a function and a subpackage: the subpackage is callable."""
-    assert callable(nydusify_core.convert) and nydusify_core.convert.pipeline.convert is nydusify_core.convert.convert
-    if HAS_CHECK:
-        assert callable(nydusify_core.check) and nydusify_core.check.runner.check is nydusify_core.check.check
+def test_the_option_records_are_the_ones_the_commands_use() -> None:
+    from nydusify_core.checker import runner
+    from nydusify_core.conversion import options
+
+    assert nydusify_core.ConvertOptions is options.ConvertOptions
+    assert nydusify_core.CheckOptions is runner.CheckOptions
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
@@ -109,7 +108,6 @@ def test_pack_refuses_bad_input_naming_it(tree: Path, tmp_path: Path) -> None:
         pack(PackOptions(source_dir=tree, name="x", output_dir=tmp_path / "out", backend_type="s3"))
 
 
-@pytest.mark.skipif(not HAS_CHECK, reason="nydusify_core.check is not there yet")
 def test_check_reports_on_a_converted_image(synthetic_image, tmp_path: Path) -> None:
     from nydusify_core import CheckOptions, CheckReport, check
 
@@ -119,4 +117,3 @@ def test_check_reports_on_a_converted_image(synthetic_image, tmp_path: Path) -> 
     assert isinstance(report, CheckReport)
     assert report.ok, report.render()
     assert {r["name"] for r in report.to_json()["rules"]} >= {"manifest", "bootstrap"}
-    assert nydusify_core.api.check is not None and nydusify_core.check.CheckOptions is CheckOptions  # subpackage still reachable

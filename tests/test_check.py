@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import pytest
 
-from nydusify_core.check import OUTPUT_FILES, CheckOptions, CheckReport, check
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.checker import OUTPUT_FILES, CheckOptions, CheckReport, check
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import NydusifyError
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.oci.descriptor import Descriptor

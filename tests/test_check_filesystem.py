@@ -14,8 +14,8 @@ from typing import Callable
 
 import pytest
 
-from nydusify_core.check import CheckOptions, check
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.checker import CheckOptions, check
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.oci import image as img
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.oci.descriptor import Descriptor

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nydusify_core.check import CheckOptions, check
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.checker import CheckOptions, check
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.testing.nydus import open_nydus_layout
 
 PREFIX = "nydus/blobs/"

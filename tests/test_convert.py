@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import IntegrityError, NydusifyError
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.testing.erofs import expanded_blobs, kernel_mount

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import AuthError
 from nydusify_core.testing.images import expected_rootfs
 from nydusify_core.testing.nydus import open_nydus_layout

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nydusify_core import hookimpl
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import FormatError, IntegrityError, NydusifyError
 from nydusify_core.testing.imagebuild.ocidir import one_layer_layout
 

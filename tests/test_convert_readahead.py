@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from nydusify_core.convert.readahead import ReadAhead
+from nydusify_core.conversion.readahead import ReadAhead
 
 DATA = os.urandom(3_000_000)
 

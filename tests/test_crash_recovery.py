@@ -17,7 +17,7 @@ import pytest
 CRASHING_CONVERT = """
 import os, signal, sys
 from nydusify_core import hookimpl
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.plugins import create_plugin_manager
 
 stage, source, target, work = sys.argv[1:]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nydusify_core import hookimpl
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import HookError
 from nydusify_core.testing.images import BuiltImage, push_image
 from nydusify_core.testing.servers import RegistryServer, unique_name

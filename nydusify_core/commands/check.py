@@ -6,7 +6,7 @@ import json
 
 import click
 
-from nydusify_core.check import CheckOptions, check
+from nydusify_core.checker import CheckOptions, check
 from nydusify_core.commands.backend import backend_options
 from nydusify_core.commands.common import get_plugins
 from nydusify_core.errors import NydusifyError

@@ -11,8 +11,8 @@ import click
 
 from nydusify_core.commands.common import get_plugins
 from nydusify_core.config import read_json_option
-from nydusify_core.convert import ConvertOptions, convert
-from nydusify_core.convert.options import target_with_suffix
+from nydusify_core.conversion import ConvertOptions, convert
+from nydusify_core.conversion.options import target_with_suffix
 from nydusify_core.errors import UsageError
 from nydusify_core.rafs import constants as C
 

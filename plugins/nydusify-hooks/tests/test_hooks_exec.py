@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import HookError
 from nydusify_core.testing.images import BuiltImage
 

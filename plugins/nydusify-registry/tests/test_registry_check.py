@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nydusify_core.check import CheckOptions, check
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.checker import CheckOptions, check
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import NydusifyError
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.testing.images import BuiltImage, push_image

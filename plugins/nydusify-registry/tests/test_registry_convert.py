@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import NydusifyError
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.testing.faultproxy import FaultProxy

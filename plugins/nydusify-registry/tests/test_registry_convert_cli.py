@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nydusify_core.convert.options import target_with_suffix
+from nydusify_core.conversion.options import target_with_suffix
 from nydusify_core.errors import UsageError
 from nydusify_core.testing.images import BuiltImage, expected_rootfs, push_image
 from nydusify_core.testing.nydus import open_nydus_registry, unpack_nydus_image

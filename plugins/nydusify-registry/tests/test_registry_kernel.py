@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.testing.erofs import expanded_blobs, kernel_mount
 from nydusify_core.testing.images import BuiltImage, expected_rootfs, push_image
 from nydusify_core.testing.nydus import open_nydus_registry

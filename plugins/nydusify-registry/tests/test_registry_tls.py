@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from nydusify_core.convert import ConvertOptions, convert
+from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import NydusifyError, UsageError
 from nydusify_core.testing.certs import TlsFiles, make_tls_files
 from nydusify_core.testing.images import BuiltImage, expected_rootfs, push_image

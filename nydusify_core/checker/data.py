@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Callable
 
-from nydusify_core.check.report import Problems
-from nydusify_core.check.rootfs import ChunkPlan, Rec
+from nydusify_core.checker.report import Problems
+from nydusify_core.checker.rootfs import ChunkPlan, Rec
 from nydusify_core.errors import NydusifyError
 from nydusify_core.rafs.compression import decompress
 from nydusify_core.rafs.digest import digest

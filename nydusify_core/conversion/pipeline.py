@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from nydusify_core.config import load_dataclass
-from nydusify_core.convert.layerproc import LayerProcessPool, build_layer_stream, picklable
-from nydusify_core.convert.options import ConvertOptions
-from nydusify_core.convert.progress import Progress
-from nydusify_core.convert.workdir import scratch_dir
+from nydusify_core.conversion.layerproc import LayerProcessPool, build_layer_stream, picklable
+from nydusify_core.conversion.options import ConvertOptions
+from nydusify_core.conversion.progress import Progress
+from nydusify_core.conversion.workdir import scratch_dir
 from nydusify_core.errors import IntegrityError, UsageError
 from nydusify_core.oci import image as img
 from nydusify_core.oci.descriptor import Descriptor, Platform

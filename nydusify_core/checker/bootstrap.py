@@ -21,7 +21,7 @@ from nydusify_core.oci.layertar import LayerTar
 from nydusify_core.rafs import constants as C
 from nydusify_core.rafs.bootstrap import read_bootstrap
 from nydusify_core.rafs.model import Bootstrap
-from nydusify_core.check.report import Problems
+from nydusify_core.checker.report import Problems
 
 _BLOB_ID = re.compile(r"[0-9a-f]{64}")
 _COPY = 1 << 20

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from nydusify_core import errors
-from nydusify_core.convert.readahead import ReadAhead
+from nydusify_core.conversion.readahead import ReadAhead
 from nydusify_core.errors import NydusifyError
 from nydusify_core.oci.layertar import open_layer_tar
 from nydusify_core.rafs.builder import BuildOptions
@@ -38,7 +38,7 @@ __all__ = ["LayerProcessPool", "build_layer_stream", "picklable"]
 
 _COPY = 1 << 20
 _END = b""  # the message after a layer's last data block
-_WORKER_MAIN = "import sys; from nydusify_core.convert.layerproc import serve; serve(int(sys.argv[1]))"
+_WORKER_MAIN = "import sys; from nydusify_core.conversion.layerproc import serve; serve(int(sys.argv[1]))"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Rules (each reported by name with pass/fail and the first differences): `manifes
 `bootstrap`, `filesystem` (needs a source), `data` (needs reachable blobs).
 """
 
-from nydusify_core.check.report import CheckReport, RuleResult
-from nydusify_core.check.runner import OUTPUT_FILES, CheckOptions, check
+from nydusify_core.checker.report import CheckReport, RuleResult
+from nydusify_core.checker.runner import OUTPUT_FILES, CheckOptions, check
 
 __all__ = ["CheckOptions", "CheckReport", "OUTPUT_FILES", "RuleResult", "check"]

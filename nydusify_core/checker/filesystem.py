@@ -12,8 +12,8 @@ import os
 import stat
 from typing import Iterable
 
-from nydusify_core.check.report import Problems
-from nydusify_core.check.rootfs import Rec
+from nydusify_core.checker.report import Problems
+from nydusify_core.checker.rootfs import Rec
 from nydusify_core.rafs.model import Bootstrap, Node
 
 

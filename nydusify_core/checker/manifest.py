@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nydusify_core.check.images import ImageRef, Side
-from nydusify_core.check.report import Problems
+from nydusify_core.checker.images import ImageRef, Side
+from nydusify_core.checker.report import Problems
 from nydusify_core.oci import image as img
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.oci.descriptor import Platform

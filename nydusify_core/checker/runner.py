@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from nydusify_core.check import bootstrap as boot_rule
-from nydusify_core.check import data as data_rule
-from nydusify_core.check.filesystem import compare_trees, nydus_paths
-from nydusify_core.check.images import ImageRef, Side, load_config, open_side, pick_manifests
-from nydusify_core.check.manifest import blob_layers, check_manifest
-from nydusify_core.check.report import CheckReport, Problems, RuleResult
-from nydusify_core.check.rootfs import replay
+from nydusify_core.checker import bootstrap as boot_rule
+from nydusify_core.checker import data as data_rule
+from nydusify_core.checker.filesystem import compare_trees, nydus_paths
+from nydusify_core.checker.images import ImageRef, Side, load_config, open_side, pick_manifests
+from nydusify_core.checker.manifest import blob_layers, check_manifest
+from nydusify_core.checker.report import CheckReport, Problems, RuleResult
+from nydusify_core.checker.rootfs import replay
 from nydusify_core.config import read_json_option
 from nydusify_core.errors import NydusifyError, UsageError
 from nydusify_core.fsutil import atomic_write_bytes
