@@ -220,6 +220,8 @@ def nydusify_manifest_annotations(ctx: "ConvertContext") -> "Mapping[str, str] |
 def nydusify_before_push_manifest(ctx: "ConvertContext", info: "PushInfo") -> None:
     """Called after every blob, config and the bootstrap layer are stored, right before
     the manifest is pushed (the counterpart of Go nydusify's `BeforePushManifest`).
+    Called once per converted manifest: with several platforms, the index that lists
+    them is pushed (and tagged) after the last of these calls.
 
     :param ctx: the conversion context.
     :param info: bootstrap path, source ref, target ref, blobs [{id, size}].
@@ -228,11 +230,11 @@ def nydusify_before_push_manifest(ctx: "ConvertContext", info: "PushInfo") -> No
 
 @hookspec
 def nydusify_after_push_manifest(ctx: "ConvertContext", info: "PushInfo", descriptor: "Descriptor") -> None:
-    """Called right after the manifest (or index) was pushed (Go's `AfterPushManifest`).
+    """Called right after a converted manifest was pushed (Go's `AfterPushManifest`).
 
     :param ctx: the conversion context.
     :param info: the same payload as before the push.
-    :param descriptor: descriptor of the pushed manifest or index.
+    :param descriptor: descriptor of the pushed manifest.
     """
 
 
