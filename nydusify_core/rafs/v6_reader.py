@@ -40,6 +40,16 @@ from nydusify_core.rafs.v6_layout import (
 
 BLK = C.BLOCK_SIZE
 _KNOWN_TYPES = frozenset((stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK))
+_S_IFMT = 0o170000
+_S_IFREG = stat.S_IFREG
+_SLOT = C.EROFS_SLOT_SIZE
+_COMPACT_SIZE, _EXTENDED_SIZE = C.V6_INODE_COMPACT_SIZE, C.V6_INODE_EXTENDED_SIZE
+_XATTR_HEADER = C.V6_XATTR_IBODY_HEADER_SIZE
+_I_EXTENDED = C.EROFS_I_VERSION_EXTENDED
+_LAYOUT_SHIFT, _LAYOUT_MASK = C.EROFS_I_DATALAYOUT_SHIFT, C.EROFS_I_DATALAYOUT_MASK
+_I_FORMAT_KNOWN = _I_EXTENDED | _LAYOUT_MASK << _LAYOUT_SHIFT
+_CHUNK_BASED = C.EROFS_LAYOUT_CHUNK_BASED
+_SPECIAL_TYPES = frozenset((stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK))
 _FLAT = (C.EROFS_LAYOUT_FLAT_PLAIN, C.EROFS_LAYOUT_FLAT_INLINE)
 _CHUNK_FORMAT_ALL = C.V6_CHUNK_FORMAT_INDEXES | C.EROFS_CHUNK_FORMAT_BLKBITS_MASK
 
@@ -89,12 +99,15 @@ class V6Inode:
     @property
     def rdev(self) -> int:
         """Device number (Linux "new" encoding, equal to glibc's dev_t for major < 4096)."""
-        return self.i_u if stat.S_IFMT(self.mode) in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK) else 0
+        return self.i_u if self.mode & _S_IFMT in _SPECIAL_TYPES else 0
 
 
-def _check_name(name: bytes, where: str) -> None:
-    if not name or len(name) > C.EROFS_NAME_LEN or b"/" in name or b"\0" in name or name in (b".", b".."):
-        raise FormatError(f"invalid name {name[:64]!r} in {where}")
+_NAME_MAX = C.EROFS_NAME_LEN
+
+
+def _check_name(name: bytes, nid: int) -> None:
+    if not name or len(name) > _NAME_MAX or b"/" in name or b"\0" in name or name == b"." or name == b"..":
+        raise FormatError(f"invalid name {name[:64]!r} in directory nid {nid}")
 
 
 class RafsV6Reader:
@@ -153,6 +166,7 @@ class RafsV6Reader:
         self._ct = (ct_off, ct_size)
         self._pf = (pf_off, pf_size)
         self._chunk_map: dict[tuple[int, int], tuple] | None = None
+        self._chunk_counts: list[int] = []  # chunk_count per blob, set with _chunk_map
 
     # -- tables ---------------------------------------------------------------------------
     def _read_blob(self, i: int, bt_off: int) -> BlobInfo:
@@ -192,6 +206,7 @@ class RafsV6Reader:
             for r in CHUNK_RECORD.iter_unpack(self._d[off:off + size]):
                 m.setdefault((r[1], r[8]), r)
             self._chunk_map = m
+            self._chunk_counts = [b.chunk_count for b in self.blobs]
         return self._chunk_map
 
     def prefetch_nids(self) -> list[int]:
@@ -207,33 +222,34 @@ class RafsV6Reader:
     # -- inodes ---------------------------------------------------------------------------
     def inode(self, nid: int) -> V6Inode:
         """Decode the inode `nid`, checking that it and its xattr area lie inside the image."""
-        pos = self.meta + C.EROFS_SLOT_SIZE * nid
-        if nid < 0 or pos + C.V6_INODE_COMPACT_SIZE > self._n:
+        # module-level copies of the C constants: this runs for every inode of every read-back
+        pos = self.meta + _SLOT * nid
+        if nid < 0 or pos + _COMPACT_SIZE > self._n:
             raise FormatError(f"nid {nid} out of range")
         d = self._d
         fmt = d[pos] | d[pos + 1] << 8
-        if fmt & ~(C.EROFS_I_VERSION_EXTENDED | C.EROFS_I_DATALAYOUT_MASK << C.EROFS_I_DATALAYOUT_SHIFT):
+        if fmt & ~_I_FORMAT_KNOWN:
             raise FormatError(f"nid {nid}: unknown i_format bits {fmt:#x}")
-        layout = fmt >> C.EROFS_I_DATALAYOUT_SHIFT & C.EROFS_I_DATALAYOUT_MASK
-        if fmt & C.EROFS_I_VERSION_EXTENDED:
-            if pos + C.V6_INODE_EXTENDED_SIZE > self._n:
+        layout = fmt >> _LAYOUT_SHIFT & _LAYOUT_MASK
+        if fmt & _I_EXTENDED:
+            if pos + _EXTENDED_SIZE > self._n:
                 raise FormatError(f"nid {nid} out of range")
             (_, icount, mode, _, size, i_u, ino, uid, gid, mtime, nsec, nlink) = INODE_EXTENDED.unpack_from(d, pos)
-            extended, isz = True, C.V6_INODE_EXTENDED_SIZE
+            extended, isz = True, _EXTENDED_SIZE
         else:
             (_, icount, mode, nlink, size, _, i_u, ino, uid, gid) = INODE_COMPACT.unpack_from(d, pos)
             mtime = nsec = 0
-            extended, isz = False, C.V6_INODE_COMPACT_SIZE
-        xsize = C.V6_XATTR_IBODY_HEADER_SIZE + 4 * (icount - 1) if icount else 0
+            extended, isz = False, _COMPACT_SIZE
+        xsize = _XATTR_HEADER + 4 * (icount - 1) if icount else 0
         if pos + isz + xsize > self._n:
             raise FormatError(f"nid {nid}: xattr area runs past the image")
-        ftype = stat.S_IFMT(mode)
+        ftype = mode & _S_IFMT
         if ftype not in _KNOWN_TYPES:
             raise FormatError(f"nid {nid}: unknown file type in mode {mode:#o}")
-        if ftype == stat.S_IFREG:
-            if layout != C.EROFS_LAYOUT_CHUNK_BASED and not (layout in _FLAT and size == 0):
+        if ftype == _S_IFREG:
+            if layout != _CHUNK_BASED and not (layout in _FLAT and size == 0):
                 raise FormatError(f"nid {nid}: regular file with unsupported data layout {layout}")
-            if layout == C.EROFS_LAYOUT_CHUNK_BASED and (i_u & ~_CHUNK_FORMAT_ALL or not i_u & C.V6_CHUNK_FORMAT_INDEXES):
+            if layout == _CHUNK_BASED and (i_u & ~_CHUNK_FORMAT_ALL or not i_u & C.V6_CHUNK_FORMAT_INDEXES):
                 raise FormatError(f"nid {nid}: unsupported chunk format {i_u:#x}")
         elif layout not in _FLAT:
             raise FormatError(f"nid {nid}: data layout {layout} invalid for mode {mode:#o}")
@@ -339,7 +355,7 @@ class RafsV6Reader:
             elif name == b"..":
                 seen_dotdot = True
             else:
-                _check_name(name, f"directory nid {ino.nid}")
+                _check_name(name, ino.nid)
         if not (seen_dot and seen_dotdot):
             raise FormatError(f"nid {ino.nid}: directory lacks '.' or '..'")
         return entries
@@ -406,7 +422,7 @@ class RafsV6Reader:
         """ChunkInfo per chunk of a regular file, joined with the chunk info table."""
         table = self._chunks_by_index()
         cs = self.chunk_size
-        counts = [b.chunk_count for b in self.blobs]
+        counts = self._chunk_counts
         out = []
         for k, (blob, ci, blkaddr) in enumerate(self.chunk_indexes(ino)):
             r = table.get((blob, ci))
@@ -481,21 +497,22 @@ class RafsV6Reader:
         shared: dict[int, tuple[list[ChunkInfo], dict[bytes, bytes], bytes | None]] = {}
         root: Node | None = None
         for pseq, _, path, name, ino in self._walk():
+            ftype = ino.mode & _S_IFMT
             cached = shared.get(ino.nid)
             if cached is None:
                 cached = shared[ino.nid] = (
-                    self.chunks(ino) if ino.is_reg() else [],
+                    self.chunks(ino) if ftype == _S_IFREG else [],
                     self.xattrs(ino),
-                    self.readlink(ino) if ino.is_symlink() else None,
+                    self.readlink(ino) if ftype == stat.S_IFLNK else None,
                 )
+                first_path[ino.nid] = path
             chunks, xattrs, symlink = cached
             node = Node(
                 name=name, mode=ino.mode, uid=ino.uid, gid=ino.gid, mtime=ino.mtime, mtime_nsec=ino.mtime_nsec,
-                size=ino.size, rdev=ino.rdev, nlink=ino.nlink, ino=ino.ino, symlink=symlink,
-                xattrs=xattrs, chunks=chunks,
+                size=ino.size, rdev=ino.rdev, nlink=ino.nlink, ino=ino.ino,
+                symlink=symlink, xattrs=xattrs, chunks=chunks,
             )
-            first_path.setdefault(ino.nid, path)
-            if ino.ino and not ino.is_dir():
+            if ino.ino and ftype != stat.S_IFDIR:
                 linked = first_by_ino.setdefault(ino.ino, path)
                 if linked != path:
                     node.hardlink_to = linked
