@@ -584,13 +584,19 @@ class _TarReader:
             pass
 
 
+def _byte_sum(block: bytes) -> int:
+    """`sum(block)` of a 512-byte block, in C: Adler-32's low half is 1 + the byte sum modulo
+    65521, exact for 256 bytes (at most 65280), so two halves give the sum ~5x faster."""
+    return (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
+
+
 def _checksum_ok(block: bytes, field_: bytes) -> bool:
     """Whether `field_` (the chksum bytes 148:156 of `block`) matches the header's sum."""
     try:
         stored = _num(field_, "checksum")
     except ValueError:
         return False
-    unsigned = sum(block) - sum(field_) + 8 * 0x20  # the chksum field counts as 8 spaces
+    unsigned = _byte_sum(block) - sum(field_) + 8 * 0x20  # the chksum field counts as 8 spaces
     if stored == unsigned:
         return True
     rest = block[:148] + block[156:]
