@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from itertools import count
+from operator import attrgetter
 from typing import Collection, Sequence, TypeVar
 
 from nydusify_core.errors import FormatError, UsageError
@@ -17,6 +18,7 @@ from nydusify_core.rafs import constants as C
 from nydusify_core.rafs.model import BlobInfo, Bootstrap, ChunkInfo, Node
 
 _T = TypeVar("_T")
+_name_of = attrgetter("name")
 
 __all__ = ["merge_bootstraps", "whiteout_target"]
 
@@ -63,8 +65,9 @@ def _clone(obj: _T, **changes: object) -> _T:
     """`dataclasses.replace` for plain record dataclasses without its per-call field
     introspection (a merge copies every node and chunk record of every layer)."""
     new = object.__new__(type(obj))
-    new.__dict__.update(obj.__dict__)
-    new.__dict__.update(changes)
+    attrs = obj.__dict__.copy()  # copied whole: filling an empty dict key by key is slower
+    attrs.update(changes)
+    new.__dict__ = attrs
     return new
 
 
@@ -209,18 +212,25 @@ class _TreeMerger:
     def _layer_keys(self, layer: int, root: Node) -> tuple[dict[int, object], dict[int, bytes]]:
         """Hardlink group key per node of one layer, plus cross-layer hardlink targets."""
         keys: dict[int, object] = {}
-        paths: dict[bytes, Node] = {}
         links: list[tuple[Node, bytes]] = []
+        nodes: list[Node] = [root]
+        while nodes:
+            node = nodes.pop()
+            is_dir = node.is_dir()
+            keys[id(node)] = ("ino", node.ino) if node.ino and not is_dir else ("node", id(node))
+            if node.hardlink_to is not None and not is_dir:
+                links.append((node, b"/" + b"/".join(_split(node.hardlink_to))))
+            nodes.extend(node.children)
+        external: dict[int, bytes] = {}
+        if not links:
+            return keys, external  # most layers: no path index needed
+        paths: dict[bytes, Node] = {}
         stack: list[tuple[bytes, Node]] = [(b"/", root)]
-        while stack:
+        while stack:  # same order as above: for duplicate paths the same node wins
             path, node = stack.pop()
             paths[path] = node
-            keys[id(node)] = ("ino", node.ino) if node.ino and not node.is_dir() else ("node", id(node))
-            if node.hardlink_to is not None and not node.is_dir():
-                links.append((node, b"/" + b"/".join(_split(node.hardlink_to))))
             base = b"" if path == b"/" else path
             stack.extend((base + b"/" + c.name, c) for c in node.children)
-        external: dict[int, bytes] = {}
         for node, target_path in links:
             target = paths.get(target_path)
             if target is None:
@@ -251,11 +261,12 @@ class _TreeMerger:
         while stack:
             upper, entry = stack.pop()
             assert entry.kids is not None
-            for child in sorted(upper.children, key=lambda c: c.name, reverse=True):
-                if whiteout_target(child.name) is not None:
+            for child in sorted(upper.children, key=_name_of, reverse=True):
+                if child.name.startswith(C.WHITEOUT_PREFIX) and whiteout_target(child.name) is not None:
                     continue  # whiteouts are applied first and never added
-                new = self._copy(layer, child, remap, keys[id(child)])
-                lower = joined.get(keys[id(child)])
+                key = keys[id(child)]
+                new = self._copy(layer, child, remap, key)
+                lower = joined.get(key) if joined else None
                 if lower is not None:
                     _share(new, lower)
                 old = entry.kids.get(child.name)
@@ -273,7 +284,7 @@ class _TreeMerger:
         stack: list[tuple[list[bytes], Node]] = [([], root)]
         while stack:
             parts, node = stack.pop()
-            for child in sorted(node.children, key=lambda c: c.name, reverse=True):
+            for child in sorted(node.children, key=_name_of, reverse=True):
                 target = whiteout_target(child.name)
                 if target is None:
                     if child.is_dir():
