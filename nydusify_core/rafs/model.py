@@ -118,7 +118,7 @@ class Node:
             path, node = stack.pop()
             yield path, node
             base = b"" if path == b"/" else path
-            stack.extend((base + b"/" + c.name, c) for c in reversed(node.children))
+            stack.extend([(base + b"/" + c.name, c) for c in reversed(node.children)])  # a list: faster than a generator
 
 
 @dataclass

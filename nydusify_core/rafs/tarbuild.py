@@ -260,7 +260,7 @@ class _Tree:
             kids = self.kids[id(d)]
             d.children = sorted(kids.values(), key=lambda n: n.name)
             base = b"" if path == b"/" else path
-            stack.extend((base + b"/" + k.name, k) for k in d.children if k.is_dir())
+            stack.extend([(base + b"/" + k.name, k) for k in d.children if k.mode & _S_IFMT == stat.S_IFDIR])
         return self.root, frozenset(implied)
 
 
