@@ -15,7 +15,7 @@ from typing import Collection, Sequence, TypeVar
 
 from nydusify_core.errors import FormatError, UsageError
 from nydusify_core.rafs import constants as C
-from nydusify_core.rafs.model import BlobInfo, Bootstrap, ChunkInfo, Node
+from nydusify_core.rafs.model import BlobInfo, Bootstrap, ChunkInfo, Node, tree_building
 
 _T = TypeVar("_T")
 _name_of = attrgetter("name")
@@ -136,9 +136,10 @@ def merge_bootstraps(
         remaps.append(remap)
 
     merger = _TreeMerger()
-    for i, bs in enumerate(layers):
-        merger.apply(i, bs.root, remaps[i])
-    root = merger.finish()
+    with tree_building():
+        for i, bs in enumerate(layers):
+            merger.apply(i, bs.root, remaps[i])
+        root = merger.finish()
 
     last = layers[-1]
     return Bootstrap(

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from nydusify_core.errors import FormatError
 from nydusify_core.rafs import constants as C
-from nydusify_core.rafs.model import BlobInfo, Bootstrap, ChunkInfo, Node
+from nydusify_core.rafs.model import BlobInfo, Bootstrap, ChunkInfo, Node, tree_building
 from nydusify_core.rafs.v6_layout import (
     BLOB_ENTRY,
     CHUNK_INDEX,
@@ -489,6 +489,10 @@ class RafsV6Reader:
 
     def to_bootstrap(self) -> Bootstrap:
         """Materialise the whole tree as model records."""
+        with tree_building():
+            return self._to_bootstrap()
+
+    def _to_bootstrap(self) -> Bootstrap:
         nodes: list[Node] = []
         first_path: dict[int, bytes] = {}
         first_by_ino: dict[int, bytes] = {}
