@@ -76,7 +76,14 @@ def test_mutated_blobs_fail_only_with_nydusify_errors(key, with_record: bool, da
         buf[pos] = data.draw(st.integers(0, 255))
     if data.draw(st.booleans()):
         del buf[data.draw(st.integers(0, len(buf))):]
+    # An uncompressed blob read without its blob-table record has nothing to check a changed
+    # chunk table against (no digest, no codec framing): it may read back other bytes, but
+    # still only ever fails with a NydusifyError.
+    undetectable = key[0] == "none" and not with_record
     try:
         read_everything(bytes(buf), blob if with_record else None, chunks, expected)
     except NydusifyError as exc:
         assert "\n" not in str(exc)
+    except AssertionError:
+        if not undetectable:
+            raise
