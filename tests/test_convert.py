@@ -255,3 +255,37 @@ def test_path_traversal_in_a_layer_is_refused_naming_the_layer(name: str, tmp_pa
     with pytest.raises(NydusifyError, match=r"layer 1 \(sha256:"):
         convert_layout(source, tmp_path / "out", tmp_path / "work")
     assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
+
+
+def _tar(*members: tuple[str, str, bytes | str]) -> bytes:
+    """A tar of (name, kind, payload) members: kind file (payload = data), symlink or
+    hardlink (payload = target)."""
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                assert isinstance(payload, bytes)
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+            else:
+                info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                info.linkname = str(payload)
+                tar.addfile(info)
+    return raw.getvalue()
+
+
+@pytest.mark.parametrize("members, reason", [
+    ((("evil", "symlink", "/etc"), ("evil/passwd", "file", b"x")), "parent '/evil' is not a directory"),
+    ((("a", "hardlink", "../../etc/passwd"),), "name has a '..' component"),
+    ((("evil", "symlink", "/etc"), ("b", "hardlink", "evil/passwd")), "is not an earlier entry of this layer"),
+], ids=["file-through-symlink", "hardlink-dotdot", "hardlink-through-symlink"])
+def test_symlink_and_hardlink_escapes_are_refused_naming_the_layer(members, reason: str, tmp_path: Path) -> None:
+    source = _layout_with_layer(tmp_path / "src", _tar(*members))
+    with pytest.raises(NydusifyError) as info:
+        convert_layout(source, tmp_path / "out", tmp_path / "work")
+    message = str(info.value)
+    assert message.startswith("layer 1 (sha256:") and reason in message and "\n" not in message

@@ -143,6 +143,14 @@ def sniff_compression(head: bytes, media_type: str = "") -> str:
     return "none"
 
 
+def layer_where(label: str) -> str:
+    """How errors name a layer: `label` as given when it says "layer ..." already (the
+    converter passes "layer 2 (sha256:...)"), else "layer LABEL"."""
+    if not label:
+        return "layer"
+    return label if label.startswith("layer") else f"layer {label}"
+
+
 def open_layer_tar(blob: IO[bytes], *, media_type: str = "", layer: str = "") -> IO[bytes]:
     """The uncompressed tar stream of a layer blob; decoding errors become `FormatError`."""
     return io.BufferedReader(_DecodedStream(blob, media_type, layer), buffer_size=COPY_SIZE)
@@ -336,7 +344,7 @@ class _DecodedStream(io.RawIOBase):
     running sha256 of the output (the layer's diff_id once EOF is reached)."""
 
     def __init__(self, blob: IO[bytes], media_type: str, layer: str) -> None:
-        self.where = f"layer {layer}" if layer else "layer"
+        self.where = layer_where(layer)
         head = b""
         while len(head) < len(ZSTD_MAGIC):
             more = blob.read(len(ZSTD_MAGIC) - len(head))
@@ -606,7 +614,7 @@ def _checksum_ok(block: bytes, field_: bytes) -> bool:
 
 def iter_tar_entries(stream: IO[bytes], *, layer: str = "") -> Iterator[TarEntry]:
     """Yield the entries of an uncompressed tar stream (see the module docstring)."""
-    where = f"layer {layer}" if layer else "layer"
+    where = layer_where(layer)
     reader = _TarReader(stream, where)
     seen: dict[bytes, EntryType] = {}
     pax: dict[bytes, bytes] = {}

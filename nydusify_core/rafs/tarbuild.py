@@ -51,7 +51,7 @@ from typing import Any, Collection, Iterable, Sequence
 
 from nydusify_core.errors import FormatError, UsageError
 from nydusify_core.fsutil import atomic_write_bytes
-from nydusify_core.oci.layertar import EntryType, TarEntry
+from nydusify_core.oci.layertar import EntryType, TarEntry, layer_where
 from nydusify_core.rafs import constants as C
 from nydusify_core.rafs.blob import BlobResult, BlobWriter, ChunkDict
 from nydusify_core.rafs.builder import BuildOptions, BuildResult, normalize_prefetch
@@ -93,12 +93,6 @@ class TarBuildResult(BuildResult):
 
     has_data: bool = False
     implied_dirs: frozenset[bytes] = frozenset()
-
-
-def _where(label: str) -> str:
-    if not label:
-        return "layer"
-    return label if label.startswith("layer") else f"layer {label}"
 
 
 def _show(path: bytes) -> str:
@@ -295,7 +289,7 @@ def build_tar_layer(
         raise UsageError("the tar builder does not take a parent bootstrap")
     if bootstrap_out is None and not options.blob_inline_meta:
         raise UsageError("a bootstrap output path is needed unless the meta is inlined into the blob")
-    where = _where(label)
+    where = layer_where(label)
     blob_path = Path(blob_out)
     boot_path = Path(bootstrap_out) if bootstrap_out is not None else None
     dict_bs = _load_dict(options.chunk_dict) if options.chunk_dict else None
