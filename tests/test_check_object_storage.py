@@ -15,27 +15,10 @@ from nydusify_core.checker import CheckOptions, check
 from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.testing.nydus import open_nydus_layout
 
-PREFIX = "nydus/blobs/"
 
 
 @pytest.fixture
-def oss_config(oss_server, oss_bucket) -> dict:
-    return {
-        "endpoint": oss_server.endpoint, "bucket_name": oss_bucket, "object_prefix": PREFIX,
-        "access_key_id": oss_server.access_key_id, "access_key_secret": oss_server.access_key_secret,
-    }
-
-
-@pytest.fixture
-def s3_config(s3_server, s3_bucket) -> dict:
-    return {
-        "endpoint": s3_server.host, "scheme": "http", "region": s3_server.region, "bucket_name": s3_bucket,
-        "object_prefix": PREFIX, "access_key_id": s3_server.access_key_id, "access_key_secret": s3_server.secret_access_key,
-    }
-
-
-@pytest.fixture
-def localfs_config(tmp_path: Path) -> dict:
+def localfs_backend_config(tmp_path: Path) -> dict:
     return {"dir": str(tmp_path / "blobs")}
 
 
@@ -43,7 +26,7 @@ def localfs_config(tmp_path: Path) -> dict:
 def converted(request, synthetic_image, tmp_path: Path) -> tuple[str, str, dict]:
     """(target ref, backend type, backend config) of the synthetic image converted to a backend."""
     backend_type = request.param
-    config = request.getfixturevalue(f"{backend_type}_config")
+    config = request.getfixturevalue(f"{backend_type}_backend_config")
     out = tmp_path / "nydus"
     convert(ConvertOptions(source=synthetic_image.ref, target=f"oci:{out}:latest", work_dir=tmp_path / "work",
                            backend_type=backend_type, backend_config=config))

@@ -15,13 +15,14 @@ import pytest
 from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import AuthError
 from nydusify_core.testing.images import expected_rootfs
+from nydusify_core.testing.servers import BACKEND_OBJECT_PREFIX
 from nydusify_core.testing.nydus import open_nydus_layout
 from nydusify_core.testing.trees import diff_trees, snapshot
 
 # as in tests/test_convert.py: what a Nydus image does not keep, by design
 IGNORE = ("dir:size",)
 IGNORE_PATHS = {b"/": ("mtime", "mode", "uid", "gid", "nlink")}
-PREFIX = "nydus/blobs/"
+PREFIX = BACKEND_OBJECT_PREFIX
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -34,25 +35,9 @@ def convert_to(source: str, out: Path, work: Path, backend_type: str, config: di
     return convert(options).to_json()
 
 
-@pytest.fixture
-def oss_config(oss_server, oss_bucket) -> dict:
-    return {
-        "endpoint": oss_server.endpoint, "bucket_name": oss_bucket, "object_prefix": PREFIX,
-        "access_key_id": oss_server.access_key_id, "access_key_secret": oss_server.access_key_secret,
-    }
-
-
-@pytest.fixture
-def s3_config(s3_server, s3_bucket) -> dict:
-    return {
-        "endpoint": s3_server.host, "scheme": "http", "region": s3_server.region, "bucket_name": s3_bucket,
-        "object_prefix": PREFIX, "access_key_id": s3_server.access_key_id, "access_key_secret": s3_server.secret_access_key,
-    }
-
-
 @pytest.fixture(params=["oss", "s3"])
 def backend(request) -> tuple[str, dict]:
-    return request.param, request.getfixturevalue(f"{request.param}_config")
+    return request.param, request.getfixturevalue(f"{request.param}_backend_config")
 
 
 def test_every_file_reads_back_through_the_backend(synthetic_image, tmp_path: Path, backend) -> None:
@@ -69,25 +54,25 @@ def test_every_file_reads_back_through_the_backend(synthetic_image, tmp_path: Pa
     assert not diffs, "\n".join(diffs)
 
 
-def test_blobs_are_objects_named_prefix_plus_blob_id(synthetic_image, tmp_path: Path, oss_server, oss_config) -> None:
-    result = convert_to(synthetic_image.ref, tmp_path / "nydus", tmp_path / "work", "oss", oss_config)
-    keys = set(oss_server.object_keys(oss_config["bucket_name"]))
+def test_blobs_are_objects_named_prefix_plus_blob_id(synthetic_image, tmp_path: Path, oss_server, oss_backend_config) -> None:
+    result = convert_to(synthetic_image.ref, tmp_path / "nydus", tmp_path / "work", "oss", oss_backend_config)
+    keys = set(oss_server.object_keys(oss_backend_config["bucket_name"]))
     assert keys == {PREFIX + b["id"] for b in result["blobs"]}
 
 
-def test_existing_blobs_are_skipped_unless_forced(synthetic_image, tmp_path: Path, oss_server, oss_config) -> None:
-    bucket = oss_config["bucket_name"]
-    result = convert_to(synthetic_image.ref, tmp_path / "a", tmp_path / "wa", "oss", oss_config)
+def test_existing_blobs_are_skipped_unless_forced(synthetic_image, tmp_path: Path, oss_server, oss_backend_config) -> None:
+    bucket = oss_backend_config["bucket_name"]
+    result = convert_to(synthetic_image.ref, tmp_path / "a", tmp_path / "wa", "oss", oss_backend_config)
     blobs = len(result["blobs"])
     assert oss_server.ops(bucket).count("PutObject") == blobs
 
     oss_server.reset_stats()
-    convert_to(synthetic_image.ref, tmp_path / "b", tmp_path / "wb", "oss", oss_config)
+    convert_to(synthetic_image.ref, tmp_path / "b", tmp_path / "wb", "oss", oss_backend_config)
     assert oss_server.ops(bucket).count("PutObject") == 0
     assert oss_server.ops(bucket).count("HeadObject") >= blobs
 
     oss_server.reset_stats()
-    convert_to(synthetic_image.ref, tmp_path / "c", tmp_path / "wc", "oss", oss_config, backend_force_push=True)
+    convert_to(synthetic_image.ref, tmp_path / "c", tmp_path / "wc", "oss", oss_backend_config, backend_force_push=True)
     assert oss_server.ops(bucket).count("PutObject") == blobs
 
 
@@ -99,12 +84,12 @@ def test_wrong_secret_fails_with_an_auth_error_naming_no_secret(synthetic_image,
     assert wrong not in str(info.value) and config["access_key_secret"] not in str(info.value)
 
 
-def test_cli_wrong_secret_is_one_line(synthetic_image, tmp_path: Path, oss_config) -> None:
+def test_cli_wrong_secret_is_one_line(synthetic_image, tmp_path: Path, oss_backend_config) -> None:
     wrong = "NotTheSecret0123456789abcdef"
     res = run("convert", "--source", synthetic_image.ref, "--target", f"oci:{tmp_path / 'out'}:latest", "--backend-type", "oss",
-              "--backend-config", json.dumps({**oss_config, "access_key_secret": wrong}))
+              "--backend-config", json.dumps({**oss_backend_config, "access_key_secret": wrong}))
     errors = [line for line in res.stderr.splitlines() if line.startswith("nydusify: ")]
     assert res.returncode != 0 and len(errors) == 1 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().splitlines()[-1] == errors[0]  # progress lines before it are INFO logs
     assert "403" in errors[0] and "access_key_secret" in errors[0]
-    assert wrong not in res.stderr and oss_config["access_key_secret"] not in res.stderr
+    assert wrong not in res.stderr and oss_backend_config["access_key_secret"] not in res.stderr

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-__all__ = ["OssServer", "OssFault", "OssRequest", "oss_server", "oss_bucket", "crc64_ecma"]
+__all__ = ["OssServer", "OssFault", "OssRequest", "oss_server", "oss_bucket", "oss_backend_config", "crc64_ecma"]
 
 MIN_PART_SIZE = 100 * 1024  # OSS rejects smaller parts, except the last one
 MAX_PART_NUMBER = 10000
@@ -1075,3 +1075,14 @@ def oss_bucket(oss_server: OssServer) -> Iterator[str]:
         yield name
     finally:
         oss_server.clear_faults()
+
+
+@pytest.fixture
+def oss_backend_config(oss_server: OssServer, oss_bucket: str) -> dict[str, str]:
+    """`--backend-config` of the `oss` backend for a fresh bucket, objects under BACKEND_OBJECT_PREFIX."""
+    from nydusify_core.testing.servers import BACKEND_OBJECT_PREFIX
+
+    return {
+        "endpoint": oss_server.endpoint, "bucket_name": oss_bucket, "object_prefix": BACKEND_OBJECT_PREFIX,
+        "access_key_id": oss_server.access_key_id, "access_key_secret": oss_server.access_key_secret,
+    }

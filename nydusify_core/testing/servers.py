@@ -53,8 +53,12 @@ __all__ = [
     "registry_factory",
     "s3_server",
     "s3_bucket",
+    "s3_backend_config",
+    "BACKEND_OBJECT_PREFIX",
     "loopback_no_proxy",
 ]
+
+BACKEND_OBJECT_PREFIX = "nydus/blobs/"  # object_prefix of the *_backend_config fixtures
 
 REGISTRY_BINARY = "docker-registry"
 START_TIMEOUT = 30.0  # seconds; generous for loaded CI machines, only paid on failure
@@ -588,3 +592,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory, loopback_no_proxy: None)
 def s3_bucket(s3_server: S3Server) -> str:
     """A fresh, empty bucket on `s3_server` for one test."""
     return s3_server.create_bucket()
+
+
+@pytest.fixture
+def s3_backend_config(s3_server: S3Server, s3_bucket: str) -> dict[str, str]:
+    """`--backend-config` of the `s3` backend for a fresh bucket, objects under BACKEND_OBJECT_PREFIX."""
+    return {
+        "endpoint": s3_server.host, "scheme": "http", "region": s3_server.region, "bucket_name": s3_bucket,
+        "object_prefix": BACKEND_OBJECT_PREFIX, "access_key_id": s3_server.access_key_id,
+        "access_key_secret": s3_server.secret_access_key,
+    }
