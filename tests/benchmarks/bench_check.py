@@ -12,7 +12,6 @@ Prints, with the issue's target:
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_convert import MiB, child_env, gunzip_all, layer_files, log, run_convert  # noqa: E402
+from bench_convert import MiB, bench_args, child_env, debian_image, gunzip_all, log, run_convert  # noqa: E402
 
 
 def run_check(target: str, source: str | None, work: Path) -> tuple[float, int]:
@@ -39,18 +38,8 @@ def run_check(target: str, source: str | None, work: Path) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/var/tmp/nydusify-bench"))
-    parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-
-    from nydusify_core.testing.images import get_image
-
-    image = get_image("debian", variant="full")
-    layers = layer_files(image.path)
-    for path in layers:  # warm the page cache so disk speed does not enter the ratios
-        path.read_bytes()
+    args = bench_args(__doc__, "/var/tmp/nydusify-bench")
+    image, layers = debian_image()
     base, unpacked = min(gunzip_all(layers) for _ in range(args.repeat))
     log(f"debian-like image: {len(layers)} layers, {sum(p.stat().st_size for p in layers) / MiB:.1f} MiB gzip, {unpacked / MiB:.1f} MiB tar")
     out = args.work / "check-target"

@@ -30,6 +30,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 MiB = 1 << 20
 
@@ -192,19 +193,31 @@ def one_file_image(root: Path, size: int) -> str:
     return f"oci:{layout}:latest"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/var/tmp/nydusify-bench"))
+def bench_args(description: str, work: str) -> argparse.Namespace:
+    """--work (created) and --repeat, the options every benchmark script takes."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path(work))
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    return args
 
+
+def debian_image() -> tuple[Any, list[Path]]:
+    """The test kit's debian-like image and its layer files, read once so that the page
+    cache, not the disk, serves them during the timed runs."""
     from nydusify_core.testing.images import get_image
 
     image = get_image("debian", variant="full")
     layers = layer_files(image.path)
-    for path in layers:  # warm the page cache so disk speed does not enter the ratios
+    for path in layers:
         path.read_bytes()
+    return image, layers
+
+
+def main() -> None:
+    args = bench_args(__doc__, "/var/tmp/nydusify-bench")
+    image, layers = debian_image()
     out, work = args.work / "convert-out", args.work / "convert-work"
     run_convert(image.ref, out, work, 1)  # warm-up: bytecode cache, page cache of the layout
     # yardstick and conversions interleaved, best of each: this VM's speed drifts by minutes

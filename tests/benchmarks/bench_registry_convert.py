@@ -13,7 +13,6 @@ issue 5's target is at most 5x.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_convert import MiB, child_env, gunzip_all, layer_files, log  # noqa: E402  (the shared yardstick)
+from bench_convert import MiB, bench_args, child_env, debian_image, gunzip_all, log  # noqa: E402  (the shared yardstick)
 
 TARGET_RATIO = 5.0
 
@@ -39,17 +38,11 @@ def run_convert(source: str, target: str, work: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/var/tmp/nydusify-bench-registry"))
-    parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-
-    from nydusify_core.testing.images import get_image, push_image
+    args = bench_args(__doc__, "/var/tmp/nydusify-bench-registry")
+    from nydusify_core.testing.images import push_image
     from nydusify_core.testing.servers import start_registry
 
-    image = get_image("debian", variant="full")
-    layers = layer_files(image.path)
+    image, layers = debian_image()
     source_bytes = sum(p.stat().st_size for p in layers)
     gunzip = min(gunzip_all(layers)[0] for _ in range(args.repeat))
     log(f"debian-like image: {len(layers)} layers, {source_bytes / MiB:.1f} MiB compressed; zlib gunzip {gunzip:.2f} s")
