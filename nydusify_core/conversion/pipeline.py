@@ -193,10 +193,14 @@ class _Conversion:
             except OSError as exc:  # e.g. a sandbox that forbids new processes
                 log.warning("cannot start layer worker processes (%s): building in threads", exc.strerror or exc)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer")
+        first: dict[str, tuple[_Image, int]] = {}
         for image in images:
             for i, desc in enumerate(image.manifest.layers):
-                if desc.digest not in jobs:
-                    jobs[desc.digest] = self.pool.submit(self._build_layer, image, i, self.progress)
+                first.setdefault(desc.digest, (image, i))
+        # largest first: the biggest layer bounds the wall time, so it must not start last
+        order = sorted(first.items(), key=lambda item: -item[1][0].manifest.layers[item[1][1]].size)
+        for digest, (image, i) in order:
+            jobs[digest] = self.pool.submit(self._build_layer, image, i, self.progress)
         return jobs
 
     # --- storing ------------------------------------------------------------------------
