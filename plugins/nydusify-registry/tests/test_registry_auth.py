@@ -7,8 +7,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
-import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -98,28 +96,9 @@ def test_basic_auth_without_credentials_asks_for_a_login(registry_basic_auth: Re
 
 # --- credentials from a docker config ---------------------------------------------------
 
-HELPER = """#!/bin/sh
-[ "$1" = get ] || exit 3
-read server
-if [ "$server" = "$HELPER_HOST" ]; then
-  printf '{"ServerURL":"%s","Username":"%s","Secret":"%s"}\\n' "$server" "$HELPER_USER" "$HELPER_SECRET"
-else
-  echo "credentials not found in native keychain"; exit 1
-fi
-"""
-
-
-@pytest.fixture
-def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "docker"
-    directory.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(directory))
-    return directory / "config.json"
-
-
-def test_source_reads_basic_credentials_from_the_docker_config(registry_basic_auth: RegistryServer, docker_config: Path) -> None:
+def test_source_reads_basic_credentials_from_the_docker_config(registry_basic_auth: RegistryServer, docker_config_dir: Path) -> None:
     auth = base64.b64encode(f"{registry_basic_auth.username}:{registry_basic_auth.password}".encode()).decode()
-    docker_config.write_text(json.dumps({"auths": {registry_basic_auth.host: {"auth": auth}}}))
+    (docker_config_dir / "config.json").write_text(json.dumps({"auths": {registry_basic_auth.host: {"auth": auth}}}))
     repo = unique_name()
     with RegistryClient(registry_basic_auth.host, credentials=Credentials(registry_basic_auth.username, registry_basic_auth.password)) as c:
         c.push_blob(repo, DIGEST, len(DATA), DATA)
@@ -129,19 +108,8 @@ def test_source_reads_basic_credentials_from_the_docker_config(registry_basic_au
         assert source.fetch(Descriptor("application/octet-stream", DIGEST, len(DATA))) == DATA
 
 
-def test_credential_helper_through_the_plugin_manager(
-    registry_basic_auth: RegistryServer, docker_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin_manager
-) -> None:  # type: ignore[no-untyped-def]
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    script = bindir / "docker-credential-kit"
-    script.write_text(HELPER)
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("HELPER_HOST", registry_basic_auth.host)
-    monkeypatch.setenv("HELPER_USER", registry_basic_auth.username)
-    monkeypatch.setenv("HELPER_SECRET", registry_basic_auth.password)
-    docker_config.write_text(json.dumps({"credHelpers": {registry_basic_auth.host: "kit"}}))
+def test_credential_helper_through_the_plugin_manager(registry_basic_auth: RegistryServer, credential_helper, plugin_manager) -> None:  # type: ignore[no-untyped-def]
+    credential_helper("kit", registry_basic_auth.host, registry_basic_auth.username, registry_basic_auth.password)
     repo = unique_name()
     ref = f"{registry_basic_auth.host}/{repo}:v1"
     target = plugin_manager.target("registry").open(ref, EndpointOptions(extra={"plugins": plugin_manager}))

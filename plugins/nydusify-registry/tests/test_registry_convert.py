@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import stat
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -169,54 +166,23 @@ def test_transient_faults_during_blob_upload_are_survived(fault: str, registry_p
 
 # --- authentication and TLS --------------------------------------------------------------
 
-HELPER = """#!/bin/sh
-# docker credential helper for tests: the credentials of $HELPER_HOST, nothing else
-[ "$1" = get ] || exit 3
-read server
-if [ "$server" = "$HELPER_HOST" ]; then
-  printf '{"ServerURL":"%s","Username":"%s","Secret":"%s"}\\n' "$server" "$HELPER_USER" "$HELPER_SECRET"
-else
-  echo "credentials not found in native keychain"; exit 1
-fi
-"""
-
-
-@pytest.fixture
-def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty $DOCKER_CONFIG directory (tests write config.json into it)."""
-    directory = tmp_path / "docker-config"
-    directory.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(directory))
-    return directory
-
-
 def write_auths(directory: Path, server: RegistryServer) -> None:
     assert server.credentials is not None
     auth = base64.b64encode(":".join(server.credentials).encode()).decode()
     (directory / "config.json").write_text(json.dumps({"auths": {server.host: {"auth": auth}}}))
 
 
-def test_basic_auth_from_the_docker_config(registry_basic_auth: RegistryServer, synthetic_image: BuiltImage, docker_config: Path, repo: str, tmp_path: Path) -> None:
-    write_auths(docker_config, registry_basic_auth)
+def test_basic_auth_from_the_docker_config(registry_basic_auth: RegistryServer, synthetic_image: BuiltImage, docker_config_dir: Path, repo: str, tmp_path: Path) -> None:
+    write_auths(docker_config_dir, registry_basic_auth)
     push_image(synthetic_image, registry_basic_auth.host, f"{repo}:v1", creds=registry_basic_auth.credentials)
     target = f"{registry_basic_auth.host}/{repo}:v1-nydus"
     run(f"{registry_basic_auth.host}/{repo}:v1", target, tmp_path, plain_http=True)
     compare_with_source(synthetic_image, target, tmp_path / "cmp", plain_http=True)
 
 
-def test_basic_auth_through_a_credential_helper(registry_basic_auth: RegistryServer, synthetic_image: BuiltImage, docker_config: Path, repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    script = bindir / "docker-credential-nydustest"
-    script.write_text(HELPER)
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+def test_basic_auth_through_a_credential_helper(registry_basic_auth: RegistryServer, synthetic_image: BuiltImage, credential_helper, repo: str, tmp_path: Path) -> None:
     assert registry_basic_auth.credentials is not None
-    user, secret = registry_basic_auth.credentials
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("HELPER_HOST", registry_basic_auth.host)
-    monkeypatch.setenv("HELPER_USER", user)
-    monkeypatch.setenv("HELPER_SECRET", secret)
-    (docker_config / "config.json").write_text(json.dumps({"credHelpers": {registry_basic_auth.host: "nydustest"}}))
+    credential_helper("nydustest", registry_basic_auth.host, *registry_basic_auth.credentials)
     push_image(synthetic_image, registry_basic_auth.host, f"{repo}:v1", creds=registry_basic_auth.credentials)
     target = f"{registry_basic_auth.host}/{repo}:v1-nydus"
     run(f"{registry_basic_auth.host}/{repo}:v1", target, tmp_path, plain_http=True)
@@ -242,8 +208,8 @@ def test_tls_registry_verified_with_its_ca(registry_tls: RegistryServer, synthet
     compare_with_source(synthetic_image, target, tmp_path / "cmp", extra={"ca_file": str(registry_tls.ca_path)})
 
 
-def test_bearer_token_registry(registry_token_auth: RegistryServer, synthetic_image: BuiltImage, docker_config: Path, repo: str, tmp_path: Path) -> None:
-    write_auths(docker_config, registry_token_auth)
+def test_bearer_token_registry(registry_token_auth: RegistryServer, synthetic_image: BuiltImage, docker_config_dir: Path, repo: str, tmp_path: Path) -> None:
+    write_auths(docker_config_dir, registry_token_auth)
     push_image(synthetic_image, registry_token_auth.host, f"{repo}:v1", creds=registry_token_auth.credentials)
     target = f"{registry_token_auth.host}/{repo}:v1-nydus"
     run(f"{registry_token_auth.host}/{repo}:v1", target, tmp_path, plain_http=True)

@@ -48,15 +48,6 @@ def _auth(user: str, password: str) -> str:
 
 
 @pytest.fixture
-def docker_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty $DOCKER_CONFIG directory."""
-    directory = tmp_path / "docker"
-    directory.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(directory))
-    return directory
-
-
-@pytest.fixture
 def helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """`docker-credential-test` on PATH; fill the returned dict (host -> (user, secret)) and
     the helper answers from it. `helper['_log']` lists the servers it was asked for."""
