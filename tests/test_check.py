@@ -6,8 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,11 +18,8 @@ from nydusify_core.oci import mediatypes as mt
 from nydusify_core.oci.descriptor import Descriptor
 from nydusify_core.oci.layout import OciLayout
 from nydusify_core.rafs.bootstrap import read_bootstrap
+from nydusify_core.testing.cli import run_cli
 from nydusify_core.testing.nydus import open_nydus_layout
-
-
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nydusify_core.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def convert_to(source: str, out: Path, work: Path, **kw: Any) -> str:

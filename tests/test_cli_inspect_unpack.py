@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import struct
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from nydusify_core.commands.common import load_bootstrap
 from nydusify_core.errors import NydusifyError
 from nydusify_core.rafs.inspect import describe
 from nydusify_core.rafs.unpack import blob_dir_opener, unpack_to_dir
+from nydusify_core.testing.cli import cli_ok, one_line_error, run_cli
 from nydusify_core.testing.trees import diff_trees, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,25 +26,6 @@ FIXTURES = REPO.parent / "shared" / "fixtures" / "nydus-v2.2"
 V5_IMAGES = ["sha256-nocompress-repeatable", "blake3-lz4_block-non_repeatable"]
 V6_BOOT = FIXTURES / "bootstrap" / "rafs-v6-2.2.boot"
 BY_DESIGN = {"ignore": ("dir:size",), "ignore_paths": {b"/": ("mtime",)}}
-
-
-def run(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nydusify_core.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
-
-
-def ok(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    res = run(*args)
-    assert res.returncode == 0, res.stderr
-    return res
-
-
-def one_line_error(res: subprocess.CompletedProcess[str]) -> str:
-    assert res.returncode != 0
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nydusify: "), res.stderr
-    assert "Traceback" not in res.stderr
-    return lines[0]
 
 
 def need_fixtures() -> None:
@@ -84,7 +64,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     os.setxattr(src / "dir" / "file", "user.note", b"hello")
     (src / "ünïcode").write_text("names")
     os.utime(src / "dir" / "file", ns=(1_600_000_000_987_654_321, 1_600_000_000_987_654_321))
-    ok("pack", "--source-dir", src, "--name", "img", "--output-dir", base / "out")
+    cli_ok("pack", "--source-dir", src, "--name", "img", "--output-dir", base / "out")
     return src, base / "out" / "img.meta", base / "out" / "img.blob"
 
 
@@ -92,7 +72,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 def image_v5(image, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     src = image[0]
     out = tmp_path_factory.mktemp("image5")
-    ok("pack", "--source-dir", src, "--name", "img", "--output-dir", out, "--fs-version", "5", "--compressor", "lz4_block")
+    cli_ok("pack", "--source-dir", src, "--name", "img", "--output-dir", out, "--fs-version", "5", "--compressor", "lz4_block")
     return src, out / "img.meta", out / "img.blob"
 
 
@@ -101,7 +81,7 @@ def image_v5(image, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
 
 def inspect_json(boot: Path) -> dict:
     """`inspect --json`, checked against the shape `check` writes as nydus_bootstrap_debug.json."""
-    info = json.loads(ok("inspect", "--json", boot).stdout)
+    info = json.loads(cli_ok("inspect", "--json", boot).stdout)
     assert list(info) == ["version", "bootstrap", "blobs", "superblock", "blob_table", "stats", "tree"]
     assert info["version"].startswith("nydusify-") and info["bootstrap"] == str(boot)
     assert info["blobs"] == [b["blob_id"] for b in info["blob_table"]]
@@ -137,10 +117,10 @@ def test_inspect_json_shape_of_a_packed_image(image) -> None:
 
 def test_inspect_text_and_no_tree(image) -> None:
     _, boot, _ = image
-    text = ok("inspect", boot).stdout
+    text = cli_ok("inspect", boot).stdout
     info = inspect_json(boot)
     assert "RAFS v6" in text and info["blobs"][0] in text and "/dir/sub/big" in text
-    assert "tree" not in json.loads(ok("inspect", "--json", "--no-tree", boot).stdout)
+    assert "tree" not in json.loads(cli_ok("inspect", "--json", "--no-tree", boot).stdout)
 
 
 def test_inspect_json_of_the_v6_fixture() -> None:
@@ -168,7 +148,7 @@ def test_inspect_json_of_the_v5_fixtures(name: str) -> None:
 @pytest.mark.parametrize("name", V5_IMAGES)
 def test_unpack_of_the_v5_fixtures_reproduces_the_result_md5s(name: str, tmp_path: Path) -> None:
     need_fixtures()
-    ok("unpack", "--bootstrap", FIXTURES / "repeatable" / name, "--blob-dir", FIXTURES / "repeatable" / "blobs",
+    cli_ok("unpack", "--bootstrap", FIXTURES / "repeatable" / name, "--blob-dir", FIXTURES / "repeatable" / "blobs",
        "--output", tmp_path / "out")
     got = {path: hashlib.md5((tmp_path / "out" / path.lstrip("/")).read_bytes()).hexdigest() for path in result_md5s(name)}
     assert got == result_md5s(name)
@@ -179,14 +159,14 @@ def test_unpack_of_the_v5_fixtures_reproduces_the_result_md5s(name: str, tmp_pat
 
 def test_unpack_of_the_v6_fixture(tmp_path: Path) -> None:
     need_fixtures()
-    ok("unpack", "--bootstrap", V6_BOOT, "--blob-dir", FIXTURES / "blobs", "--output", tmp_path / "out")
+    cli_ok("unpack", "--bootstrap", V6_BOOT, "--blob-dir", FIXTURES / "blobs", "--output", tmp_path / "out")
     sizes = sorted(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert sizes == [13400, 16931]
 
 
 def test_unpack_reproduces_the_packed_tree(image, tmp_path: Path) -> None:
     src, boot, blob = image
-    ok("unpack", "--bootstrap", boot, "--blob", blob, "--output", tmp_path / "out")
+    cli_ok("unpack", "--bootstrap", boot, "--blob", blob, "--output", tmp_path / "out")
     assert diff_trees(snapshot(src), snapshot(tmp_path / "out"), **BY_DESIGN) == []
 
 
@@ -197,13 +177,13 @@ def test_unpack_blob_dir_defaults_to_the_bootstrap_directory(image, tmp_path: Pa
     (d / "img.meta").write_bytes(boot.read_bytes())
     info = inspect_json(boot)
     (d / info["blobs"][0]).write_bytes(blob.read_bytes())
-    ok("unpack", "--bootstrap", d / "img.meta", "--output", tmp_path / "out")
+    cli_ok("unpack", "--bootstrap", d / "img.meta", "--output", tmp_path / "out")
     assert (tmp_path / "out" / "dir" / "sub" / "big").read_bytes() == (src / "dir" / "sub" / "big").read_bytes()
 
 
 def test_unpack_to_a_tar_holds_the_same_entries(image, tmp_path: Path) -> None:
     src, boot, blob = image
-    ok("unpack", "--bootstrap", boot, "--blob", blob, "--tar", tmp_path / "img.tar")
+    cli_ok("unpack", "--bootstrap", boot, "--blob", blob, "--tar", tmp_path / "img.tar")
     source = snapshot(src)
     kinds = {tarfile.REGTYPE: "file", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.FIFOTYPE: "fifo"}
     seen: dict[bytes, tarfile.TarInfo] = {}
@@ -238,8 +218,8 @@ def test_unpack_to_a_tar_holds_the_same_entries(image, tmp_path: Path) -> None:
 
 def test_unpack_needs_exactly_one_destination(image, tmp_path: Path) -> None:
     _, boot, blob = image
-    assert "exactly one of" in one_line_error(run("unpack", "--bootstrap", boot, "--blob", blob))
-    assert "exactly one of" in one_line_error(run("unpack", "--bootstrap", boot, "--blob", blob,
+    assert "exactly one of" in one_line_error(run_cli("unpack", "--bootstrap", boot, "--blob", blob))
+    assert "exactly one of" in one_line_error(run_cli("unpack", "--bootstrap", boot, "--blob", blob,
                                                   "--output", tmp_path / "a", "--tar", tmp_path / "b.tar"))
 
 
@@ -247,13 +227,13 @@ def test_unpack_refuses_an_existing_output(image, tmp_path: Path) -> None:
     _, boot, blob = image
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep").write_text("mine")
-    assert "already exists" in one_line_error(run("unpack", "--bootstrap", boot, "--blob", blob, "--output", tmp_path / "out"))
+    assert "already exists" in one_line_error(run_cli("unpack", "--bootstrap", boot, "--blob", blob, "--output", tmp_path / "out"))
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep"]
 
 
 def test_missing_blob_is_one_line(image, tmp_path: Path) -> None:
     _, boot, _ = image
-    line = one_line_error(run("unpack", "--bootstrap", boot, "--blob-dir", tmp_path, "--output", tmp_path / "out"))
+    line = one_line_error(run_cli("unpack", "--bootstrap", boot, "--blob-dir", tmp_path, "--output", tmp_path / "out"))
     assert "not found" in line and str(tmp_path) in line
     assert not (tmp_path / "out").exists()
 
@@ -265,7 +245,7 @@ def test_flipped_byte_in_the_blob_names_the_file_and_leaves_nothing(image, tmp_p
     bad[10] ^= 0xFF  # inside the first chunk's data
     (tmp_path / "bad.blob").write_bytes(bad)
     dest = tmp_path / ("out" if target == "--output" else "out.tar")
-    line = one_line_error(run("unpack", "--bootstrap", boot, "--blob", tmp_path / "bad.blob", target, dest))
+    line = one_line_error(run_cli("unpack", "--bootstrap", boot, "--blob", tmp_path / "bad.blob", target, dest))
     assert "bad.blob" in line and ("digest" in line or "zstd" in line or "decompress" in line.lower())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.blob"]
 
@@ -273,7 +253,7 @@ def test_flipped_byte_in_the_blob_names_the_file_and_leaves_nothing(image, tmp_p
 def test_truncated_blob_is_one_line(image, tmp_path: Path) -> None:
     _, boot, blob = image
     (tmp_path / "short.blob").write_bytes(blob.read_bytes()[:100])  # inside the first chunk
-    line = one_line_error(run("unpack", "--bootstrap", boot, "--blob", tmp_path / "short.blob", "--output", tmp_path / "o"))
+    line = one_line_error(run_cli("unpack", "--bootstrap", boot, "--blob", tmp_path / "short.blob", "--output", tmp_path / "o"))
     assert "short.blob" in line
 
 
@@ -301,16 +281,16 @@ def test_hostile_bootstrap_is_one_line_for_inspect_and_unpack(image, tmp_path: P
     _, boot, blob = image
     bad = tmp_path / "bad.boot"
     bad.write_bytes(hostile_bootstraps(boot.read_bytes())[case])
-    line = one_line_error(run("inspect", bad))
+    line = one_line_error(run_cli("inspect", bad))
     assert "bad.boot" in line
-    one_line_error(run("unpack", "--bootstrap", bad, "--blob", blob, "--output", tmp_path / "out"))
+    one_line_error(run_cli("unpack", "--bootstrap", bad, "--blob", blob, "--output", tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_bootstrap_and_directory_bootstrap_are_one_line(tmp_path: Path) -> None:
-    assert "does not exist" in one_line_error(run("inspect", tmp_path / "nope"))
-    one_line_error(run("inspect", tmp_path))
-    one_line_error(run("unpack", "--bootstrap", tmp_path / "nope", "--output", tmp_path / "o"))
+    assert "does not exist" in one_line_error(run_cli("inspect", tmp_path / "nope"))
+    one_line_error(run_cli("inspect", tmp_path))
+    one_line_error(run_cli("unpack", "--bootstrap", tmp_path / "nope", "--output", tmp_path / "o"))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -17,42 +17,14 @@ from pathlib import Path
 import pytest
 
 from nydusify_core.rafs.bootstrap import read_bootstrap
+from nydusify_core.testing.cli import cli_ok, one_line_error, pseudo_random, run_cli
 from nydusify_core.testing.trees import diff_trees, snapshot
 
 MiB = 1 << 20
 
 
-def run(*args: str | os.PathLike[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nydusify_core.cli", *map(str, args)],
-                          capture_output=True, text=True, input=stdin, timeout=300)
-
-
-def ok(*args: str | os.PathLike[str], **kw) -> subprocess.CompletedProcess[str]:
-    res = run(*args, **kw)
-    assert res.returncode == 0, res.stderr
-    return res
-
-
 def pack_json(*args: str | os.PathLike[str]) -> dict:
-    return json.loads(ok("pack", "--json", *args).stdout)
-
-
-def one_line_error(res: subprocess.CompletedProcess[str]) -> str:
-    """The contract for every failure: non-zero exit, one `nydusify:` line, no traceback."""
-    assert res.returncode != 0
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nydusify: "), res.stderr
-    assert "Traceback" not in res.stderr
-    return lines[0]
-
-
-def pseudo_random(seed: int, n: int) -> bytes:
-    out = bytearray()
-    block = seed.to_bytes(8, "little")
-    while len(out) < n:
-        block = hashlib.sha512(block).digest()
-        out += block
-    return bytes(out[:n])
+    return json.loads(cli_ok("pack", "--json", *args).stdout)
 
 
 @pytest.fixture(scope="module")
@@ -77,17 +49,17 @@ def tree_snapshot(tree: Path) -> dict:
 
 
 def test_name_without_extension_gets_meta_and_blob(tree: Path, tmp_path: Path) -> None:
-    ok("pack", "--source-dir", tree, "--name", "foo", "--output-dir", tmp_path)
+    cli_ok("pack", "--source-dir", tree, "--name", "foo", "--output-dir", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foo.blob", "foo.meta"]
 
 
 def test_name_with_extension_is_the_bootstrap_and_names_the_blob(tree: Path, tmp_path: Path) -> None:
-    ok("pack", "--source-dir", tree, "--name", "foo.boot", "--output-dir", tmp_path)
+    cli_ok("pack", "--source-dir", tree, "--name", "foo.boot", "--output-dir", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foo.blob", "foo.boot"]
 
 
 def test_output_dir_is_created(tree: Path, tmp_path: Path) -> None:
-    ok("pack", "--source-dir", tree, "--name", "foo", "--output-dir", tmp_path / "a" / "b")
+    cli_ok("pack", "--source-dir", tree, "--name", "foo", "--output-dir", tmp_path / "a" / "b")
     assert (tmp_path / "a" / "b" / "foo.meta").is_file()
 
 
@@ -113,8 +85,8 @@ def test_parent_bootstrap_renames_the_blob_to_its_id(tree: Path, tmp_path: Path)
     ("pack", "--source-dir", "--meta"),
 ])
 def test_upstream_aliases_give_the_same_image(tree: Path, tmp_path: Path, command: str, source_flag: str, name_flag: str) -> None:
-    ok("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path / "ref")
-    ok(command, source_flag, tree, name_flag, "img", "--output-dir", tmp_path / "alias")
+    cli_ok("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path / "ref")
+    cli_ok(command, source_flag, tree, name_flag, "img", "--output-dir", tmp_path / "alias")
     for name in ("img.meta", "img.blob"):
         assert (tmp_path / "alias" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
 
@@ -133,12 +105,12 @@ def test_json_result_describes_the_build(tree: Path, tmp_path: Path) -> None:
 
 
 def test_without_json_only_a_log_line_is_printed(tree: Path, tmp_path: Path) -> None:
-    res = ok("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path)
+    res = cli_ok("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path)
     assert res.stdout == "" and "successfully built" in res.stderr
 
 
 def test_chunk_dict_chunks_are_reused_not_stored(tree: Path, tmp_path: Path) -> None:
-    ok("pack", "--source-dir", tree, "--name", "dict", "--output-dir", tmp_path / "dict")
+    cli_ok("pack", "--source-dir", tree, "--name", "dict", "--output-dir", tmp_path / "dict")
     dict_bs = read_bootstrap((tmp_path / "dict" / "dict.meta").read_bytes())
     src = tmp_path / "src"
     src.mkdir()
@@ -156,13 +128,13 @@ def test_chunk_dict_chunks_are_reused_not_stored(tree: Path, tmp_path: Path) -> 
     blobs.mkdir()
     shutil.copy(tmp_path / "dict" / "dict.blob", blobs / dict_bs.blobs[0].blob_id)
     shutil.copy(tmp_path / "out" / "img.blob", blobs / info["blob_id"])
-    ok("unpack", "--bootstrap", tmp_path / "out" / "img.meta", "--blob-dir", blobs, "--output", tmp_path / "x")
+    cli_ok("unpack", "--bootstrap", tmp_path / "out" / "img.meta", "--blob-dir", blobs, "--output", tmp_path / "x")
     assert (tmp_path / "x" / "same-tool").read_bytes() == (tree / "bin" / "tool").read_bytes()
 
 
 def test_chunk_dict_of_another_fs_version_is_refused(tree: Path, tmp_path: Path) -> None:
-    ok("pack", "--source-dir", tree, "--name", "dict", "--output-dir", tmp_path, "--fs-version", "5")
-    res = run("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path,
+    cli_ok("pack", "--source-dir", tree, "--name", "dict", "--output-dir", tmp_path, "--fs-version", "5")
+    res = run_cli("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path,
               "--chunk-dict", f"bootstrap={tmp_path / 'dict.meta'}")
     assert "chunk dictionary has RAFS v5" in one_line_error(res)
 
@@ -172,7 +144,7 @@ def test_fs_version_is_written(tree: Path, tree_snapshot: dict, tmp_path: Path, 
     info = pack_json("--source-dir", tree, "--name", "img", "--output-dir", tmp_path, "--fs-version", version)
     assert info["fs_version"] == int(version)
     assert read_bootstrap((tmp_path / "img.meta").read_bytes()).version == int(version)
-    ok("unpack", "--bootstrap", tmp_path / "img.meta", "--blob", tmp_path / "img.blob", "--output", tmp_path / "x")
+    cli_ok("unpack", "--bootstrap", tmp_path / "img.meta", "--blob", tmp_path / "img.blob", "--output", tmp_path / "x")
     assert diff_trees(tree_snapshot, snapshot(tmp_path / "x"), ignore=("dir:size",), ignore_paths={b"/": ("mtime",)}) == []
 
 
@@ -193,9 +165,9 @@ def test_every_compressor_and_digester_round_trips(tree: Path, tree_snapshot: di
     bs = read_bootstrap((tmp_path / "img.meta").read_bytes())
     assert (bs.compressor, bs.digester) == (compressor, digester)
     assert (bs.blobs[0].compressor, bs.blobs[0].digester) == (compressor, digester)
-    info = json.loads(ok("inspect", "--json", tmp_path / "img.meta").stdout)
+    info = json.loads(cli_ok("inspect", "--json", tmp_path / "img.meta").stdout)
     assert (info["superblock"]["compressor"], info["superblock"]["digester"]) == (compressor, digester)
-    ok("unpack", "--bootstrap", tmp_path / "img.meta", "--blob", tmp_path / "img.blob", "--output", tmp_path / "x")
+    cli_ok("unpack", "--bootstrap", tmp_path / "img.meta", "--blob", tmp_path / "img.blob", "--output", tmp_path / "x")
     assert diff_trees(tree_snapshot, snapshot(tmp_path / "x"), ignore=("dir:size",), ignore_paths={b"/": ("mtime",)}) == []
 
 
@@ -229,13 +201,13 @@ def test_fs_align_chunk_aligns_v5_uncompressed_offsets(tree: Path, tmp_path: Pat
 
 
 def test_prefetch_patterns_come_from_stdin(tree: Path, tmp_path: Path) -> None:
-    ok("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path, "--prefetch-patterns",
+    cli_ok("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path, "--prefetch-patterns",
        stdin="/etc\n\n/bin/tool\n")
     assert read_bootstrap((tmp_path / "img.meta").read_bytes()).prefetch == [b"/etc", b"/bin/tool"]
 
 
 def test_repeatable_zeroes_owners(tree: Path, tmp_path: Path) -> None:
-    ok("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path, "--repeatable")
+    cli_ok("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path, "--repeatable")
     bs = read_bootstrap((tmp_path / "img.meta").read_bytes())
     assert not bs.explicit_uid_gid and all(n.uid == n.gid == 0 for _, n in bs.walk())
 
@@ -282,17 +254,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tree: Path, tmp_path: Path, ar
     for flag, value in defaults.items():
         if flag not in argv:
             argv += [flag, value]
-    line = one_line_error(run("pack", *argv))
+    line = one_line_error(run_cli("pack", *argv))
     assert message in line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_missing_required_options_are_usage_errors(tmp_path: Path) -> None:
-    res = run("pack", "--output-dir", tmp_path)
+    res = run_cli("pack", "--output-dir", tmp_path)
     assert res.returncode == 2
     assert "Missing option" in one_line_error(res)
 
 
 def test_unreadable_output_dir_is_one_line(tree: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
-    one_line_error(run("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path / "file"))
+    one_line_error(run_cli("pack", "--source-dir", tree, "--name", "img", "--output-dir", tmp_path / "file"))

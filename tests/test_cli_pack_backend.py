@@ -7,44 +7,17 @@ Keys follow the spec (§4 steps 8-10): blob `blob_prefix + blob id`, bootstrap
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from nydusify_core.testing.cli import cli_ok, one_line_error, pseudo_random, run_cli
 from nydusify_core.testing.trees import diff_trees, snapshot
 
 MiB = 1 << 20
 BY_DESIGN = {"ignore": ("dir:size",), "ignore_paths": {b"/": ("mtime",)}}
-
-
-def run(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nydusify_core.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
-def ok(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    res = run(*args)
-    assert res.returncode == 0, res.stderr
-    return res
-
-
-def one_line_error(res: subprocess.CompletedProcess[str]) -> str:
-    assert res.returncode != 0
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nydusify: "), res.stderr
-    return lines[0]
-
-
-def pseudo_random(seed: int, n: int) -> bytes:
-    out, block = bytearray(), seed.to_bytes(8, "little")
-    while len(out) < n:
-        block = hashlib.sha512(block).digest()
-        out += block
-    return bytes(out[:n])
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +58,7 @@ def backend(request) -> tuple[str, dict]:
 
 
 def push(tree: Path, out: Path, backend_type: str, config: dict, *extra: str) -> dict:
-    res = ok("pack", "--json", "--source-dir", tree, "--name", "app.meta", "--output-dir", out,
+    res = cli_ok("pack", "--json", "--source-dir", tree, "--name", "app.meta", "--output-dir", out,
              "--backend-push", "--backend-type", backend_type, "--backend-config", json.dumps(config), *extra)
     return json.loads(res.stdout)
 
@@ -118,22 +91,22 @@ def test_oss_objects_hold_the_local_files(tree: Path, tmp_path: Path, oss_server
 def test_unpack_from_the_backend_reproduces_the_tree(tree: Path, tmp_path: Path, backend) -> None:
     backend_type, config = backend
     push(tree, tmp_path / "out", backend_type, config)
-    ok("unpack", "--bootstrap-key", "app.meta", *backend_args(backend_type, config), "--output", tmp_path / "unpacked")
+    cli_ok("unpack", "--bootstrap-key", "app.meta", *backend_args(backend_type, config), "--output", tmp_path / "unpacked")
     assert diff_trees(snapshot(tree), snapshot(tmp_path / "unpacked"), **BY_DESIGN) == []
 
 
 def test_unpack_local_bootstrap_with_remote_blobs(tree: Path, tmp_path: Path, oss_config) -> None:
     info = push(tree, tmp_path / "out", "oss", oss_config)
     os.unlink(info["blob"])  # only the backend has the blob now
-    ok("unpack", "--bootstrap", info["bootstrap"], *backend_args("oss", oss_config), "--output", tmp_path / "unpacked")
+    cli_ok("unpack", "--bootstrap", info["bootstrap"], *backend_args("oss", oss_config), "--output", tmp_path / "unpacked")
     assert diff_trees(snapshot(tree), snapshot(tmp_path / "unpacked"), **BY_DESIGN) == []
 
 
 def test_inspect_reads_the_bootstrap_from_the_backend(tree: Path, tmp_path: Path, backend) -> None:
     backend_type, config = backend
     info = push(tree, tmp_path / "out", backend_type, config)
-    remote = json.loads(ok("inspect", "--json", "--bootstrap-key", "app.meta", *backend_args(backend_type, config)).stdout)
-    local = json.loads(ok("inspect", "--json", info["bootstrap"]).stdout)
+    remote = json.loads(cli_ok("inspect", "--json", "--bootstrap-key", "app.meta", *backend_args(backend_type, config)).stdout)
+    local = json.loads(cli_ok("inspect", "--json", info["bootstrap"]).stdout)
     assert remote["blobs"] == local["blobs"]
     assert remote.get("tree") == local.get("tree")
 
@@ -156,7 +129,7 @@ def test_existing_blob_is_not_uploaded_again_unless_forced(tree: Path, tmp_path:
 
 def test_parent_blobs_are_pushed_with_the_layer(tree: Path, tmp_path: Path, oss_server, oss_config) -> None:
     out = tmp_path / "out"
-    base_id = json.loads(ok("pack", "--json", "--source-dir", tree, "--name", "base", "--output-dir", out).stdout)["blob_id"]
+    base_id = json.loads(cli_ok("pack", "--json", "--source-dir", tree, "--name", "base", "--output-dir", out).stdout)["blob_id"]
     os.replace(out / "base.blob", out / base_id)  # where upstream expects parent blobs
     upper = tmp_path / "upper"
     (upper / "etc").mkdir(parents=True)
@@ -169,16 +142,16 @@ def test_parent_blobs_are_pushed_with_the_layer(tree: Path, tmp_path: Path, oss_
 
 
 def test_missing_config_is_a_one_line_error(tree: Path, tmp_path: Path) -> None:
-    err = one_line_error(run("pack", "--source-dir", tree, "--name", "x", "--output-dir", tmp_path / "out", "--backend-push"))
+    err = one_line_error(run_cli("pack", "--source-dir", tree, "--name", "x", "--output-dir", tmp_path / "out", "--backend-push"))
     assert "--backend-config" in err
     assert not (tmp_path / "out").exists()  # checked before building
 
 
 def test_bad_config_is_a_one_line_error(tree: Path, tmp_path: Path) -> None:
-    err = one_line_error(run("pack", "--source-dir", tree, "--name", "x", "--output-dir", tmp_path, "--backend-push",
+    err = one_line_error(run_cli("pack", "--source-dir", tree, "--name", "x", "--output-dir", tmp_path, "--backend-push",
                              "--backend-type", "s3", "--backend-config", json.dumps({"bucket_name": "b", "region": "r", "endpoint": "http://h:1", "colour": "x"})))
     assert "colour" in err or "endpoint" in err
-    err = one_line_error(run("pack", "--source-dir", tree, "--name", "x", "--output-dir", tmp_path, "--backend-push",
+    err = one_line_error(run_cli("pack", "--source-dir", tree, "--name", "x", "--output-dir", tmp_path, "--backend-push",
                              "--backend-config", "{not json"))
     assert "JSON" in err
 
@@ -186,13 +159,13 @@ def test_bad_config_is_a_one_line_error(tree: Path, tmp_path: Path) -> None:
 def test_config_file_is_read(tree: Path, tmp_path: Path, oss_server, oss_config) -> None:
     config_file = tmp_path / "backend.json"
     config_file.write_text(json.dumps(oss_config))
-    ok("pack", "--source-dir", tree, "--name", "app.meta", "--output-dir", tmp_path / "out",
+    cli_ok("pack", "--source-dir", tree, "--name", "app.meta", "--output-dir", tmp_path / "out",
        "--backend-push", "--backend-config-file", config_file)  # oss is the default type
     assert "nydus/meta/app.meta" in oss_server.object_keys(oss_config["bucket_name"])
 
 
 def test_backend_without_keyed_objects_is_refused(tree: Path, tmp_path: Path) -> None:
-    err = one_line_error(run("pack", "--source-dir", tree, "--name", "x", "--output-dir", tmp_path / "out", "--backend-push",
+    err = one_line_error(run_cli("pack", "--source-dir", tree, "--name", "x", "--output-dir", tmp_path / "out", "--backend-push",
                              "--backend-type", "localfs", "--backend-config", json.dumps({"dir": str(tmp_path / "blobs")})))
     assert "localfs" in err and "oss or s3" in err
 
@@ -200,7 +173,7 @@ def test_backend_without_keyed_objects_is_refused(tree: Path, tmp_path: Path) ->
 def test_wrong_secret_is_an_auth_error_without_the_secret(tree: Path, tmp_path: Path, backend) -> None:
     backend_type, config = backend
     wrong = "WrongSecretValue1234567890"
-    res = run("pack", "--source-dir", tree, "--name", "x", "--output-dir", tmp_path / "out", "--backend-push",
+    res = run_cli("pack", "--source-dir", tree, "--name", "x", "--output-dir", tmp_path / "out", "--backend-push",
               "--backend-type", backend_type, "--backend-config", json.dumps({**config, "access_key_secret": wrong}))
     err = one_line_error(res)
     assert "403" in err or "auth" in err.lower() or "refused" in err.lower()
@@ -209,10 +182,10 @@ def test_wrong_secret_is_an_auth_error_without_the_secret(tree: Path, tmp_path: 
 
 
 def test_unpack_bootstrap_key_needs_a_backend(tmp_path: Path) -> None:
-    err = one_line_error(run("unpack", "--bootstrap-key", "app.meta", "--output", tmp_path / "o"))
+    err = one_line_error(run_cli("unpack", "--bootstrap-key", "app.meta", "--output", tmp_path / "o"))
     assert "--backend-type" in err
 
 
 def test_missing_bootstrap_object_is_a_one_line_error(tmp_path: Path, oss_config) -> None:
-    err = one_line_error(run("inspect", "--bootstrap-key", "nope", *backend_args("oss", oss_config)))
+    err = one_line_error(run_cli("inspect", "--bootstrap-key", "nope", *backend_args("oss", oss_config)))
     assert "nydus/meta/nope" in err

@@ -4,7 +4,6 @@ compared with the source image's rootfs (umoci's unpack of it)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nydusify_core.conversion import ConvertOptions, convert
-from nydusify_core.errors import IntegrityError, NydusifyError
+from nydusify_core.errors import NydusifyError
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.testing.erofs import expanded_blobs, kernel_mount
 from nydusify_core.testing.images import expected_rootfs

@@ -6,14 +6,13 @@ back through the backend (`unpack --backend-type`, ranged reads) equal to the so
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import AuthError
+from nydusify_core.testing.cli import run_cli
 from nydusify_core.testing.images import expected_rootfs
 from nydusify_core.testing.servers import BACKEND_OBJECT_PREFIX
 from nydusify_core.testing.nydus import open_nydus_layout
@@ -23,10 +22,6 @@ from nydusify_core.testing.trees import diff_trees, snapshot
 IGNORE = ("dir:size",)
 IGNORE_PATHS = {b"/": ("mtime", "mode", "uid", "gid", "nlink")}
 PREFIX = BACKEND_OBJECT_PREFIX
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nydusify_core.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
 def convert_to(source: str, out: Path, work: Path, backend_type: str, config: dict, **kw) -> dict:
@@ -47,8 +42,8 @@ def test_every_file_reads_back_through_the_backend(synthetic_image, tmp_path: Pa
     nydus = open_nydus_layout(out, tmp_path / "boot")
     assert len(nydus.manifest.layers) == 1  # only the bootstrap layer (§1.6)
     assert {b.blob_id for b in nydus.bootstrap.blobs} <= {b["id"] for b in result["blobs"]}
-    res = run("unpack", "--bootstrap", nydus.bootstrap_path, "--backend-type", backend_type,
-              "--backend-config", json.dumps(config), "--output", tmp_path / "unpacked")
+    res = run_cli("unpack", "--bootstrap", nydus.bootstrap_path, "--backend-type", backend_type,
+                  "--backend-config", json.dumps(config), "--output", tmp_path / "unpacked", timeout=600)
     assert res.returncode == 0, res.stderr
     diffs = diff_trees(snapshot(expected_rootfs(synthetic_image)), snapshot(tmp_path / "unpacked"), ignore=IGNORE, ignore_paths=IGNORE_PATHS)
     assert not diffs, "\n".join(diffs)
@@ -86,8 +81,8 @@ def test_wrong_secret_fails_with_an_auth_error_naming_no_secret(synthetic_image,
 
 def test_cli_wrong_secret_is_one_line(synthetic_image, tmp_path: Path, oss_backend_config) -> None:
     wrong = "NotTheSecret0123456789abcdef"
-    res = run("convert", "--source", synthetic_image.ref, "--target", f"oci:{tmp_path / 'out'}:latest", "--backend-type", "oss",
-              "--backend-config", json.dumps({**oss_backend_config, "access_key_secret": wrong}))
+    res = run_cli("convert", "--source", synthetic_image.ref, "--target", f"oci:{tmp_path / 'out'}:latest", "--backend-type", "oss",
+                  "--backend-config", json.dumps({**oss_backend_config, "access_key_secret": wrong}), timeout=600)
     errors = [line for line in res.stderr.splitlines() if line.startswith("nydusify: ")]
     assert res.returncode != 0 and len(errors) == 1 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().splitlines()[-1] == errors[0]  # progress lines before it are INFO logs
