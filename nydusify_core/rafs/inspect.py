@@ -27,6 +27,7 @@ _TYPES = {
 
 
 def entry_type(mode: int) -> str:
+    """"file", "dir", "symlink", "char", "block", "fifo" or "socket" for a stat mode."""
     return _TYPES.get(stat.S_IFMT(mode), "unknown")
 
 

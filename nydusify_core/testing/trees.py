@@ -16,17 +16,10 @@ import stat
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from nydusify_core.rafs.inspect import entry_type
+
 __all__ = ["Entry", "snapshot", "diff_trees", "FIELDS"]
 
-_KINDS = {
-    stat.S_IFREG: "file",
-    stat.S_IFDIR: "dir",
-    stat.S_IFLNK: "symlink",
-    stat.S_IFCHR: "char",
-    stat.S_IFBLK: "block",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFSOCK: "socket",
-}
 
 
 @dataclass(frozen=True)
@@ -117,7 +110,7 @@ def snapshot(root: str | os.PathLike[str] | bytes, *, read_size: int = 1 << 20) 
     groups = {p: frozenset(paths) for paths in inodes.values() for p in paths}
     out: dict[bytes, Entry] = {}
     for rel, (st, info) in sorted(raw.items()):
-        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "unknown")
+        kind = entry_type(st.st_mode)
         out[rel] = Entry(
             kind=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, size=st.st_size,
             mtime=st.st_mtime_ns, nlink=st.st_nlink,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nydusify_core.testing.imagebuild.tools import (
-    AUTHOR, EPOCH, EPOCH_ISO, ImageBuildError, require_tools, run, umoci,
+    AUTHOR, EPOCH, EPOCH_ISO, ImageBuildError, new_umoci_bundle, require_tools, run, umoci,
 )
 
 RECIPE = "debian/1"  # bump on any change below
@@ -89,14 +89,7 @@ def build_debian(layout: Path, variant: str = "minbase", tag: str = "latest") ->
     sources = apt_sources()
     if not sources:
         raise ImageBuildError("no apt sources configured on this machine (needed by mmdebstrap)")
-    work = layout.parent / f"{layout.name}.work"
-    work.mkdir(parents=True)
-    image = f"{layout}:{tag}"
-    umoci("init", "--layout", layout)
-    umoci("new", "--image", image)
-    umoci("config", "--image", image, "--no-history", "--created", EPOCH_ISO, *CONFIG_ARGS)
-    bundle = work / "bundle"
-    umoci("unpack", "--image", image, bundle)
+    image, work, bundle = new_umoci_bundle(layout, tag, CONFIG_ARGS)
     rootfs = bundle / "rootfs"
     history = ["--history.created", EPOCH_ISO, "--history.author", AUTHOR]
     for number, packages in enumerate(VARIANTS[variant].stages):

@@ -18,7 +18,7 @@ import stat
 import struct
 from pathlib import Path
 
-from nydusify_core.testing.imagebuild.tools import AUTHOR, EPOCH, EPOCH_ISO, require_tools, run, umoci
+from nydusify_core.testing.imagebuild.tools import AUTHOR, EPOCH, EPOCH_ISO, new_umoci_bundle, require_tools, run, umoci
 
 RECIPE = "synthetic/5"  # bump on any change below: the cache rebuilds
 
@@ -223,16 +223,9 @@ def write_layer4(work: Path) -> Path:
 def build_synthetic(layout: Path, tag: str = "latest") -> None:
     """Write the synthetic image into a new OCI layout directory `layout` (scratch beside it)."""
     require_tools("umoci", "tar")
-    work = layout.parent / f"{layout.name}.work"
-    work.mkdir(parents=True)
-    image = f"{layout}:{tag}"
-    history = ["--history.created", EPOCH_ISO, "--history.author", AUTHOR]
-    umoci("init", "--layout", layout)
-    umoci("new", "--image", image)
-    umoci("config", "--image", image, "--no-history", "--created", EPOCH_ISO, *CONFIG_ARGS)
-    bundle = work / "bundle"
-    umoci("unpack", "--image", image, bundle)
+    image, work, bundle = new_umoci_bundle(layout, tag, CONFIG_ARGS)
     rootfs = bundle / "rootfs"
+    history = ["--history.created", EPOCH_ISO, "--history.author", AUTHOR]
 
     populate_layer1(rootfs)
     umoci("repack", "--image", image, *history, "--history.created_by", "layer1: all file kinds",

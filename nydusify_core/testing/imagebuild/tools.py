@@ -53,6 +53,22 @@ def umoci(*args: str | os.PathLike[str]) -> str:
     return run(["umoci", *args])
 
 
+def new_umoci_bundle(layout: Path, tag: str, config_args: Sequence[str]) -> tuple[str, Path, Path]:
+    """A new layout holding an empty image `layout:tag` (config from `config_args`, epoch
+    times, no history), unpacked into a bundle in a scratch dir beside the layout; each
+    `umoci repack --refresh-bundle` then records the bundle's changes as the next layer.
+    Returns (image, scratch dir, bundle)."""
+    work = layout.parent / f"{layout.name}.work"
+    work.mkdir(parents=True)
+    image = f"{layout}:{tag}"
+    umoci("init", "--layout", layout)
+    umoci("new", "--image", image)
+    umoci("config", "--image", image, "--no-history", "--created", EPOCH_ISO, *config_args)
+    bundle = work / "bundle"
+    umoci("unpack", "--image", image, bundle)
+    return image, work, bundle
+
+
 def skopeo(*args: str | os.PathLike[str]) -> str:
     # --insecure-policy: the test kit never relies on a host signature policy file
     return run(["skopeo", "--insecure-policy", *args])
