@@ -19,6 +19,7 @@ from nydusify_core.oci.descriptor import Descriptor
 from nydusify_core.oci.layout import OciLayout
 from nydusify_core.rafs.bootstrap import read_bootstrap
 from nydusify_core.testing.cli import run_cli
+from nydusify_core.testing.images import flipped_layer_copy
 from nydusify_core.testing.nydus import open_nydus_layout
 
 
@@ -324,15 +325,9 @@ def test_other_source_kinds_pass(name: str, tmp_path: Path) -> None:
 
 
 def test_a_corrupt_source_layer_fails_the_filesystem_rule_naming_it(converted: Path, synthetic_image, tmp_path: Path) -> None:
-    source = tmp_path / "source"
-    shutil.copytree(synthetic_image.path, source)
     layer = synthetic_image.layers[1]
-    path = source / "blobs" / "sha256" / layer.digest.split(":")[1]
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.unlink()
-    path.write_bytes(bytes(data))
-    report = run_check(ref(converted), tmp_path / "out", source=ref(source))
+    source = flipped_layer_copy(synthetic_image, tmp_path / "source", layer=1)
+    report = run_check(ref(converted), tmp_path / "out", source=source)
     problems = report.rule("filesystem").problems
     assert report.rule("filesystem").status == "failed"
     assert len(problems) == 1 and problems[0].startswith("source:") and layer.digest in problems[0], problems

@@ -14,7 +14,7 @@ from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import NydusifyError
 from nydusify_core.oci import mediatypes as mt
 from nydusify_core.testing.erofs import expanded_blobs, kernel_mount
-from nydusify_core.testing.images import expected_rootfs
+from nydusify_core.testing.images import expected_rootfs, flipped_layer_copy
 from nydusify_core.testing.imagebuild.ocidir import one_layer_layout
 from nydusify_core.testing.nydus import open_nydus_layout, unpack_nydus_image
 from nydusify_core.testing.trees import diff_trees, snapshot
@@ -147,18 +147,10 @@ def test_kernel_mounts_the_converted_image(synthetic_image, tmp_path: Path) -> N
 
 
 def test_corrupted_source_layer_fails_and_leaves_no_tag(synthetic_image, tmp_path: Path) -> None:
-    import shutil
-
-    src = tmp_path / "src"
-    shutil.copytree(synthetic_image.path, src)
-    layer = src / "blobs" / "sha256" / synthetic_image.layers[1].digest.split(":")[1]
-    data = bytearray(layer.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    layer.chmod(0o644)
-    layer.write_bytes(bytes(data))
+    source = flipped_layer_copy(synthetic_image, tmp_path / "src")
     out = tmp_path / "nydus"
     with pytest.raises(NydusifyError):
-        convert_layout(f"oci:{src}:latest", out, tmp_path / "work")
+        convert_layout(source, out, tmp_path / "work")
     index = out / "index.json"
     assert not index.exists() or json.loads(index.read_text())["manifests"] == []
     assert not (tmp_path / "work").exists()

@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from nydusify_core import hookimpl
 from nydusify_core.conversion import ConvertOptions, convert
 from nydusify_core.errors import FormatError, IntegrityError, NydusifyError
 from nydusify_core.testing.imagebuild.ocidir import one_layer_layout
+from nydusify_core.testing.images import flipped_layer_copy
 
 
 def layer_workers() -> list[int]:
@@ -67,17 +67,6 @@ def test_small_images_build_in_threads(synthetic_image, tmp_path: Path, plugin_m
     assert seen and all(pids == [] for pids in seen)
 
 
-def flipped_byte(image, root: Path) -> str:
-    """The image with one byte of its second layer changed: the parent's digest check fails."""
-    shutil.copytree(image.path, root)
-    layer = root / "blobs" / "sha256" / image.layers[1].digest.split(":")[1]
-    data = bytearray(layer.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    layer.chmod(0o644)
-    layer.write_bytes(bytes(data))
-    return f"oci:{root}:latest"
-
-
 def truncated_gzip(image, root: Path) -> str:
     """An image whose one layer is a gzip stream cut short, listed under its own digest:
     only inflating it (in the worker) finds the fault."""
@@ -85,7 +74,7 @@ def truncated_gzip(image, root: Path) -> str:
     return one_layer_layout(root, gzip.compress(tar, mtime=0)[:-100], "sha256:" + hashlib.sha256(tar).hexdigest())
 
 
-@pytest.mark.parametrize("make, error", [(flipped_byte, IntegrityError), (truncated_gzip, FormatError)])
+@pytest.mark.parametrize("make, error", [(flipped_layer_copy, IntegrityError), (truncated_gzip, FormatError)])
 def test_a_bad_layer_fails_the_same_way_in_a_worker(make, error, synthetic_image, tmp_path: Path) -> None:
     source = make(synthetic_image, tmp_path / "src")
     errors = []

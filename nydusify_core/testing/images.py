@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ __all__ = [
     "ImageManifest",
     "describe_layout",
     "expected_rootfs",
+    "flipped_layer_copy",
     "get_image",
     "image_cache_dir",
     "push_image",
@@ -233,6 +235,18 @@ def get_image(name: str, *, variant: str | None = None) -> BuiltImage:
 
 
 # --- ground truth and pushing -----------------------------------------------------------
+
+def flipped_layer_copy(image: BuiltImage, root: Path, layer: int = 1) -> str:
+    """A copy of `image`'s layout at `root` with one byte in the middle of layer `layer`
+    inverted (its digest no longer matches); returns the copy's `oci:PATH:TAG`."""
+    shutil.copytree(image.path, root)
+    path = root / "blobs" / "sha256" / image.layers[layer].digest.split(":")[1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    return f"oci:{root}:{image.tag}"
+
 
 def expected_rootfs(layout: BuiltImage | str | Path, tag: str | None = None, platform: str | None = None) -> Path:
     """The root filesystem `umoci unpack` makes of the image: the ground truth to compare a
