@@ -178,28 +178,27 @@ class _Conversion:
         if wanted and not picklable(self.builder):
             log.debug("layer builder %r cannot go to a worker process: building in threads", self.options.builder)
             return False
-        return bool(wanted) and workers > 0
+        return bool(wanted)
 
     def _build_all(self, images: list[_Image]) -> dict[str, Future[BuiltLayer]]:
         """One build per distinct source layer digest, across all platforms."""
         jobs: dict[str, Future[BuiltLayer]] = {}
-        total = len({d.digest for im in images for d in im.manifest.layers})
-        self.progress = Progress(total)
-        workers = self.options.workers or min(os.cpu_count() or 1, max(total, 1))
-        layers = {d.digest: d.size for im in images for d in im.manifest.layers}
-        if self._use_processes(len(layers), sum(layers.values()), workers):
+        first: dict[str, tuple[_Image, int]] = {}  # digest -> where it first appears
+        for image in images:
+            for i, desc in enumerate(image.manifest.layers):
+                first.setdefault(desc.digest, (image, i))
+        sizes = {digest: image.manifest.layers[i].size for digest, (image, i) in first.items()}
+        self.progress = Progress(len(first))
+        workers = self.options.workers or min(os.cpu_count() or 1, max(len(first), 1))
+        if self._use_processes(len(first), sum(sizes.values()), workers):
             try:
                 self.layer_pool = LayerProcessPool(workers, self.builder)
             except OSError as exc:  # e.g. a sandbox that forbids new processes
                 log.warning("cannot start layer worker processes (%s): building in threads", exc.strerror or exc)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer")
-        first: dict[str, tuple[_Image, int]] = {}
-        for image in images:
-            for i, desc in enumerate(image.manifest.layers):
-                first.setdefault(desc.digest, (image, i))
         # largest first: the biggest layer bounds the wall time, so it must not start last
-        order = sorted(first.items(), key=lambda item: -item[1][0].manifest.layers[item[1][1]].size)
-        for digest, (image, i) in order:
+        for digest in sorted(first, key=lambda d: -sizes[d]):
+            image, i = first[digest]
             jobs[digest] = self.pool.submit(self._build_layer, image, i, self.progress)
         return jobs
 
