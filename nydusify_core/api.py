@@ -13,7 +13,6 @@ as for the CLI. Failures raise `nydusify_core.errors.NydusifyError` subclasses.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -123,7 +122,7 @@ def pack(options: PackOptions, plugins: "NydusifyPlugins | None" = None) -> Pack
     """Pack `options.source_dir` into a RAFS bootstrap and data blob in `options.output_dir`,
     and push them to `options.backend_type` when one is given (nydus-image-spec.md §4)."""
     from nydusify_core.commands.backend import CliBackend
-    from nydusify_core.commands.pack import existing_bootstrap, pack_directory, push_packed
+    from nydusify_core.commands.pack import build_and_push, existing_bootstrap
     from nydusify_core.errors import UsageError
     from nydusify_core.plugins import create_plugin_manager, parse_backend_config
     from nydusify_core.rafs.builder import BuildOptions
@@ -146,19 +145,16 @@ def pack(options: PackOptions, plugins: "NydusifyPlugins | None" = None) -> Pack
         backend = CliBackend(options.backend_type, config, spec.create(config, BackendContext(plugins=plugins)))
         backend.store("pack to a backend")
     try:
-        start = time.monotonic()
-        rename = options.parent_bootstrap is not None or backend is not None
-        built, paths = pack_directory(Path(options.source_dir), Path(options.output_dir), options.name, build_options, rename_blob=rename)
-        pushed = None
-        if backend is not None:
-            pushed = push_packed(backend, options.name, built, paths, build_options.parent_bootstrap, force=options.backend_force_push)  # type: ignore[arg-type]
+        packed = build_and_push(Path(options.source_dir), Path(options.output_dir), options.name, build_options, backend,
+                                force_push=options.backend_force_push)
     finally:
         if backend is not None:
             backend.close()
+    built = packed.build
     return PackResult(
-        bootstrap=paths.bootstrap, blob=built.blob_path, blob_id=built.blob_id, blob_size=built.blob_size,
+        bootstrap=packed.paths.bootstrap, blob=built.blob_path, blob_id=built.blob_id, blob_size=built.blob_size,
         fs_version=built.bootstrap.version, files=built.files, nodes=built.nodes, chunks=built.chunk_count,
-        backend=pushed, seconds=time.monotonic() - start, build=built,
+        backend=packed.pushed, seconds=packed.seconds, build=built,
     )
 
 

@@ -135,6 +135,27 @@ def push_packed(cli_backend: CliBackend, name: str, result: BuildResult, paths: 
     return {"type": cli_backend.type, "bootstrap_url": bootstrap_url, "blobs": blobs}
 
 
+@dataclass
+class Packed:
+    """What packing (and pushing) produced."""
+
+    build: BuildResult
+    paths: PackPaths
+    pushed: dict[str, Any] | None  # object URLs when pushed to a backend
+    seconds: float
+
+
+def build_and_push(source_dir: Path, output_dir: Path, name: str, options: BuildOptions, backend: CliBackend | None,
+                   *, force_push: bool) -> Packed:
+    """Pack `source_dir`, then push to `backend` if any; the CLI and the package API share this.
+    With a parent bootstrap or a backend the blob is named by its id, as upstream does."""
+    start = time.monotonic()
+    rename = options.parent_bootstrap is not None or backend is not None
+    result, paths = pack_directory(source_dir, output_dir, name, options, rename_blob=rename)
+    pushed = push_packed(backend, name, result, paths, options.parent_bootstrap, force=force_push) if backend else None
+    return Packed(result, paths, pushed, time.monotonic() - start)
+
+
 @click.command("pack")
 @click.option("--source-dir", "--target-dir", "source_dir", required=True, type=click.Path(path_type=Path), envvar="SOURCE_DIR", help="Directory to pack.")
 @click.option("--name", "--meta", "--bootstrap", "name", required=True, envvar=["BOOTSTRAP", "IMAGE_NAME"], help="Bootstrap file name (and blob name stem, meta object key).")
@@ -188,11 +209,9 @@ def _pack(
         parent_bootstrap=existing_bootstrap(parent_bootstrap, "--parent-bootstrap"),
         chunk_dict=existing_bootstrap(parse_chunk_dict(chunk_dict), "--chunk-dict bootstrap"),
     )
-    start = time.monotonic()
-    rename = parent_bootstrap is not None or cli_backend is not None
-    result, paths = pack_directory(source_dir, output_dir, name, options, rename_blob=rename)
-    pushed = push_packed(cli_backend, name, result, paths, options.parent_bootstrap, force=force_push) if cli_backend else None
-    info = result_json(result, paths, time.monotonic() - start)
+    packed = build_and_push(source_dir, output_dir, name, options, cli_backend, force_push=force_push)
+    pushed = packed.pushed
+    info = result_json(packed.build, packed.paths, packed.seconds)
     if pushed is not None:
         info["backend"] = pushed
     if as_json:
