@@ -7,17 +7,32 @@ target repository) and credentials from the Docker CLI config.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from nydusify_core.hookspecs import hookimpl
-from nydusify_core.types import BackendSpec, Credentials, SourceSpec, TargetSpec
+from nydusify_core.types import BackendSpec, Credentials, EndpointOptions, SourceSpec, TargetSpec
 
-from nydusify_registry.backend import RegistryBackend, RegistryBackendConfig
-from nydusify_registry.client import ClientOptions, RegistryAuthError, RegistryClient, RegistryError, RegistryNotFoundError, RetryPolicy
+from nydusify_registry.config import RegistryBackendConfig
 from nydusify_registry.dockerconfig import DockerConfig, docker_credentials, load_docker_config
-from nydusify_registry.reference import InvalidReferenceError, Reference, parse_reference, target_from_suffix
-from nydusify_registry.source import RegistrySource, accepts
-from nydusify_registry.target import RegistryTarget
+from nydusify_registry.errors import RegistryAuthError, RegistryError, RegistryNotFoundError
+from nydusify_registry.reference import InvalidReferenceError, Reference, accepts, parse_reference, target_from_suffix
+
+# names whose modules import `requests` (about 80 ms): loaded when first used, so that
+# conversions that never touch a registry do not pay for it at start-up
+_LAZY = {
+    "ClientOptions": "client", "RegistryClient": "client", "RetryPolicy": "client",
+    "RegistryBackend": "backend", "RegistrySource": "source", "RegistryTarget": "target",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __version__ = "0.1.0"
 
@@ -46,12 +61,30 @@ _DESCRIPTION = "an image in an OCI/Docker registry (host/repo[:tag][@digest])"
 
 @hookimpl
 def nydusify_register_sources() -> Iterable[SourceSpec]:
-    yield SourceSpec(name="registry", description=_DESCRIPTION, accepts=accepts, open=RegistrySource, catch_all=True)
+    yield SourceSpec(name="registry", description=_DESCRIPTION, accepts=accepts, open=_open_source, catch_all=True)
+
+
+def _open_source(ref: str, options: EndpointOptions) -> Any:
+    from nydusify_registry.source import RegistrySource
+
+    return RegistrySource(ref, options)
+
+
+def _open_target(ref: str, options: EndpointOptions) -> Any:
+    from nydusify_registry.target import RegistryTarget
+
+    return RegistryTarget(ref, options)
+
+
+def _create_backend(config: RegistryBackendConfig, context: Any) -> Any:
+    from nydusify_registry.backend import RegistryBackend
+
+    return RegistryBackend(config, context)
 
 
 @hookimpl
 def nydusify_register_targets() -> Iterable[TargetSpec]:
-    yield TargetSpec(name="registry", description=_DESCRIPTION, accepts=accepts, open=RegistryTarget, catch_all=True)
+    yield TargetSpec(name="registry", description=_DESCRIPTION, accepts=accepts, open=_open_target, catch_all=True)
 
 
 @hookimpl
@@ -60,7 +93,7 @@ def nydusify_register_backends() -> Iterable[BackendSpec]:
         name="registry",
         description="blobs in the target image's repository (config optional: insecure, plain_http, ca_file, chunk_size, retries)",
         config_type=RegistryBackendConfig,
-        create=RegistryBackend,
+        create=_create_backend,
     )
 
 

@@ -6,7 +6,6 @@ and the blobs being layers of the pushed manifest protects them from registry GC
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -14,21 +13,12 @@ from nydusify_core.builtin.localfs import check_blob_id
 from nydusify_core.errors import NotFoundError, UsageError
 from nydusify_core.types import BackendContext
 
-from nydusify_registry.client import DEFAULT_CHUNK_SIZE, RetryPolicy
+from nydusify_registry.client import RetryPolicy
+from nydusify_registry.config import RegistryBackendConfig
 from nydusify_registry.connect import connect
 from nydusify_registry.reference import parse_reference
 
-
-@dataclass(frozen=True)
-class RegistryBackendConfig:
-    """`--backend-config` of the registry backend; every field is optional (the
-    repository is the conversion's target reference)."""
-
-    insecure: bool = False  # or-ed with the target's --target-insecure
-    plain_http: bool = False
-    ca_file: str = ""
-    chunk_size: int = DEFAULT_CHUNK_SIZE  # blobs above this are uploaded in chunks; 0: never
-    retries: int = 5  # attempts per request / upload in total
+__all__ = ["RegistryBackend", "RegistryBackendConfig"]
 
 
 class RegistryBackend:

@@ -126,6 +126,18 @@ def _split_domain(name: str) -> tuple[str, str]:
     return domain, path
 
 
+def accepts(ref: str) -> bool:
+    """Anything that parses as a Docker reference and names no other transport (the
+    registry source's and target's claim on a `--source` / `--target`)."""
+    if ref.startswith(FOREIGN_PREFIXES):
+        return False
+    try:
+        parse_reference(ref)
+    except Exception:
+        return False
+    return True
+
+
 def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
     """Parse and normalise `text`; raise `InvalidReferenceError` saying what is wrong.
 

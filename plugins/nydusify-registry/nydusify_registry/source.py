@@ -10,20 +10,9 @@ from nydusify_core.oci.descriptor import Descriptor
 from nydusify_core.types import EndpointOptions
 
 from nydusify_registry.connect import connect
-from nydusify_registry.reference import FOREIGN_PREFIXES, Reference, parse_reference
+from nydusify_registry.reference import Reference, accepts, parse_reference
 
 MANIFEST_LIKE = frozenset(mt.INDEX_TYPES | mt.MANIFEST_TYPES | mt.SCHEMA1_TYPES | {mt.NYDUS_MANIFEST_ARTIFACT})
-
-
-def accepts(ref: str) -> bool:
-    """Anything that parses as a Docker reference and names no other transport."""
-    if ref.startswith(FOREIGN_PREFIXES):
-        return False
-    try:
-        parse_reference(ref)
-    except Exception:
-        return False
-    return True
 
 
 class RegistrySource:
