@@ -15,6 +15,7 @@ worker costs an interpreter start and the imports, which small images would noti
 
 from __future__ import annotations
 
+import gc
 import io
 import pickle
 import queue
@@ -32,6 +33,7 @@ from nydusify_core.conversion.readahead import ReadAhead
 from nydusify_core.errors import NydusifyError
 from nydusify_core.oci.layertar import open_layer_tar
 from nydusify_core.rafs.builder import BuildOptions
+from nydusify_core.rafs.model import tree_building
 from nydusify_core.types import BuiltLayer
 
 __all__ = ["LayerProcessPool", "build_layer_stream", "picklable"]
@@ -125,6 +127,9 @@ def serve(fd: int) -> None:
 
 def _worker_main(conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+    # A layer's records all stay alive until it is built, so collections during a build free
+    # nothing (see model.tree_building); here the whole process is ours: collect between layers.
+    gc.disable()
     try:
         builder = conn.recv()
     except Exception:  # the parent has gone, or the builder's class is not importable here
@@ -152,6 +157,8 @@ def _worker_main(conn: Connection) -> None:
             conn.send(reply)
         except (EOFError, OSError):
             return
+        del reply
+        gc.collect()
 
 
 # --- the parent side ----------------------------------------------------------------------
@@ -235,7 +242,8 @@ class LayerProcessPool:
             except BaseException as exc:  # the worker still answers (a truncated layer): take it
                 read_error = exc
             worker.conn.send_bytes(_END)
-            reply = worker.conn.recv()
+            with tree_building():  # the reply is a whole tree of records
+                reply = worker.conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError):
             self._replace(worker)
             raise NydusifyError(f"{label}: the layer worker process died (exit code {worker.process.returncode})") from None
