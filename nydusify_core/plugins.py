@@ -73,10 +73,12 @@ def _split_env(name: str) -> list[str] | None:
 class NydusifyPlugins:
     """Typed access to everything plugins provide. Create with `create_plugin_manager`."""
 
-    def __init__(self, pm: pluggy.PluginManager, failures: Iterable[LoadFailure] = (), blocked: Iterable[str] = ()):
+    def __init__(self, pm: pluggy.PluginManager, failures: Iterable[LoadFailure] = (), blocked: Iterable[str] = (),
+                 distributions: Mapping[str, Any] | None = None):
         self.pm = pm
         self.failures = tuple(failures)
         self.blocked = tuple(blocked)
+        self.distributions = dict(distributions or {})  # entry-point plugin name -> its distribution
 
     # --- component tables -----------------------------------------------------------
 
@@ -243,7 +245,6 @@ class NydusifyPlugins:
         return plugin_name
 
     def installed(self, include_builtin: bool = False) -> list[PluginInfo]:
-        dists = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distinfo()}
         provides = self._provides()
         rows: list[PluginInfo] = []
         for name, plugin in self.pm.list_name_plugin():
@@ -252,7 +253,7 @@ class NydusifyPlugins:
             builtin = name in BUILTIN_PLUGINS
             if builtin and not include_builtin:
                 continue
-            dist = dists.get(id(plugin))
+            dist = self.distributions.get(name)
             version = dist.version if dist is not None else (__version__ if builtin else "")
             hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or ())
             rows.append(
@@ -262,7 +263,7 @@ class NydusifyPlugins:
                     status="builtin" if builtin else "loaded",
                     hooks=tuple(hooks),
                     provides=tuple(provides.get(name, ())),
-                    distribution=dist.project_name if dist is not None else "nydusify-core",
+                    distribution=_dist_name(dist) if dist is not None else "nydusify-core",
                 )
             )
         for failure in self.failures:
@@ -304,10 +305,13 @@ def _entry_points() -> list[tuple[importlib.metadata.EntryPoint, Any]]:
     return found
 
 
-def _drop_invalid(pm: pluggy.PluginManager, failures: list[LoadFailure]) -> None:
+def _dist_name(dist: Any) -> str:
+    return dist.metadata["Name"] or "?"
+
+
+def _drop_invalid(pm: pluggy.PluginManager, failures: list[LoadFailure], dists: dict[str, Any]) -> None:
     """`check_pending`, but a third-party plugin with an unknown hook is unloaded and
     reported as failed instead of breaking the CLI; a built-in with one is a bug."""
-    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     while True:
         try:
             pm.check_pending()
@@ -317,8 +321,8 @@ def _drop_invalid(pm: pluggy.PluginManager, failures: list[LoadFailure]) -> None
             if name in BUILTIN_PLUGINS:
                 raise PluginError(f"built-in plugin {name} is invalid: {exc}") from exc
             pm.unregister(exc.plugin)
-            dist = dists.get(id(exc.plugin))
-            failures.append(LoadFailure(name, dist.project_name if dist else "?", dist.version if dist else "", str(exc)))
+            dist = dists.pop(name, None)
+            failures.append(LoadFailure(name, _dist_name(dist) if dist else "?", dist.version if dist else "", str(exc)))
             log.warning("plugin %s is invalid and was not loaded: %s", name, exc)
 
 
@@ -351,24 +355,29 @@ def create_plugin_manager(
         autoload = not os.environ.get(ENV_DISABLE_AUTOLOAD)
     allow = list(only) if only is not None else _split_env(ENV_ONLY)
     failures: list[LoadFailure] = []
+    dists: dict[str, Any] = {}
     if autoload:
+        # loaded here, not with pluggy's load_setuptools_entrypoints: that re-reads every
+        # installed distribution's metadata on each call (~15 ms a plugin at start-up)
         for ep, dist in _entry_points():
             if allow is not None and ep.name not in allow:
                 continue
             if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
                 continue
             try:
-                pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=ep.name)
+                pm.register(ep.load(), name=ep.name)
             except Exception as exc:
-                dist_name = dist.metadata["Name"] or "?"
+                dist_name = _dist_name(dist)
                 failures.append(LoadFailure(ep.name, dist_name, dist.version or "", f"{type(exc).__name__}: {exc}"))
                 log.warning("plugin %s (%s) failed to load: %s", ep.name, dist_name, exc)
-    _drop_invalid(pm, failures)
+            else:
+                dists[ep.name] = dist
+    _drop_invalid(pm, failures, dists)
 
     if os.environ.get(ENV_TRACE):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
-    return NydusifyPlugins(pm, failures, blocked_names)
+    return NydusifyPlugins(pm, failures, blocked_names, dists)
 
 
 def parse_backend_config(spec: BackendSpec, raw: Mapping[str, Any]) -> Any:
