@@ -43,7 +43,7 @@ WORK_PREFIX = "nydus-converter-"  # per-layer sub-directory, as nydus-snapshotte
 BLOB_NAME = "blob.rafs"
 BOOTSTRAP_NAME = "image.boot"
 IMPLIED_DIRS = "implied_dirs"  # BuiltLayer.extra key: directories a layer holds without entries
-PARSED = "parsed_bootstrap"  # BuiltLayer.extra key: the layer's bootstrap as read back, used once
+LAYER_TREE = "layer_tree"  # BuiltLayer.extra key: the layer's bootstrap as built, for the merge, used once
 
 
 def layer_options(options: BuildOptions) -> BuildOptions:
@@ -86,9 +86,6 @@ class RafsLayerBuilder:
             iter_tar_entries(tar_stream, layer=label), opts, blob, boot, label=label, keep_mtime_nsec=self.keep_mtime_nsec,
         )
         assert result.blob_digest is not None  # inline meta: the blob always exists
-        # read back here, on the layer's own thread, so the merge after the last layer does not
-        # parse every bootstrap serially (the merge reads the files, not the builder's trees)
-        parsed = _read(boot, f"bootstrap of {label or 'the layer'}")
         return BuiltLayer(
             bootstrap_path=boot, blob_path=blob, blob_id=result.blob_digest, blob_size=result.blob_size,
             has_data=result.has_data,
@@ -96,15 +93,18 @@ class RafsLayerBuilder:
                 "chunks": result.chunk_count, "dedup_chunks": result.dedup_chunks, "files": result.files,
                 "nodes": result.nodes, IMPLIED_DIRS: result.implied_dirs,
                 BLOB_DIGEST_COMPUTED: True,  # build_tar_layer hashed the blob as it wrote it
-                PARSED: parsed,
+                # the builder's own tree, for the merge: it differs from the tree read back from
+                # image.boot only in what the merge derives again (inode numbers, nlink,
+                # directory sizes), so nothing is parsed back (tests/test_builtin_rafs_builder.py)
+                LAYER_TREE: result.bootstrap,
             },
         )
 
     def merge(self, layers: Sequence[BuiltLayer], output: Path, options: BuildOptions) -> list[str]:
         """Overlay the layers' bootstraps into `output` (written atomically); the merged blob ids."""
-        # a parsed bootstrap is handed over once: the merge changes it, and a layer shared by
+        # a layer tree is handed over once: the merge changes it, and a layer shared by
         # two platforms' images must start from the file again for the second one
-        boots = [layer.extra.pop(PARSED, None) or _read(layer.bootstrap_path, f"bootstrap of layer {i + 1}")
+        boots = [layer.extra.pop(LAYER_TREE, None) or _read(layer.bootstrap_path, f"bootstrap of layer {i + 1}")
                  for i, layer in enumerate(layers)]
         if self.inherit_implied_dirs:
             inherit_implied_dirs(boots, [layer.extra.get(IMPLIED_DIRS, ()) for layer in layers])

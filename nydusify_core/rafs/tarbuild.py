@@ -55,7 +55,7 @@ from nydusify_core.oci.layertar import EntryType, TarEntry, layer_where
 from nydusify_core.rafs import constants as C
 from nydusify_core.rafs.blob import BlobResult, BlobWriter, ChunkDict
 from nydusify_core.rafs.builder import BuildOptions, BuildResult, normalize_prefetch
-from nydusify_core.rafs.model import BlobInfo, Bootstrap, Node
+from nydusify_core.rafs.model import BlobInfo, Bootstrap, Node, tree_building
 
 __all__ = [
     "TarBuildResult", "build_tar_layer", "inherit_implied_dirs", "patch_blob_table", "tar_writer_options", "write_tar_bootstrap",
@@ -319,9 +319,10 @@ def build_tar_layer(
         with os.fdopen(tmp_fd, "w+b") as out:
             writer = BlobWriter(out, options.blob_options(), chunk_dict=ChunkDict.from_bootstrap(dict_bs) if dict_bs else None)
             try:
-                for entry in entries:
-                    _add_entry(tree, writer, entry)
-                root, implied = tree.finish()
+                with tree_building():  # every record made here stays alive: collections would free nothing
+                    for entry in entries:
+                        _add_entry(tree, writer, entry)
+                    root, implied = tree.finish()
                 table = writer.seal()
                 for node, _ in tree.links:  # the records were placeholders until sealed
                     node.chunks = [replace(c) for c in node.chunks]
