@@ -1,5 +1,6 @@
 """Layers built in worker processes (large images, `layer_processes`) give exactly the image
-built in threads, and a worker's failure is the same one-line error."""
+built in threads, and a worker's failure is the same one-line error, whether the workers
+were forked (a single-threaded caller) or started as new interpreters."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from nydusify_core import hookimpl
 from nydusify_core.conversion import ConvertOptions, convert
+from nydusify_core.conversion.layerproc import ENV_START, WORKER_NAME
 from nydusify_core.errors import FormatError, IntegrityError, NydusifyError
 from nydusify_core.testing.imagebuild.ocidir import one_layer_layout
 from nydusify_core.testing.images import flipped_layer_copy
@@ -26,14 +30,27 @@ def layer_workers() -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_bytes()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and b"layerproc import serve" in cmdline:
+        name, rest = stat.split(b" (", 1)[1].rsplit(b")", 1)
+        if int(rest.split()[1]) == os.getpid() and name == WORKER_NAME:
             found.append(int(entry.name))
     return found
+
+
+@pytest.fixture(autouse=True, params=["fork", "exec"])
+def start_method(request, monkeypatch) -> str:
+    """Each test runs with forked workers (where this process has one thread) and exec'd ones."""
+    if request.param == "exec":
+        monkeypatch.setenv(ENV_START, "exec")
+    else:
+        monkeypatch.delenv(ENV_START, raising=False)
+    return request.param
+
+
+def worker_cmdlines() -> list[bytes]:
+    return [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in layer_workers()]
 
 
 def run(source: str, out: Path, work: Path, plugins=None, **kw) -> str:
@@ -101,3 +118,38 @@ def test_a_worker_that_dies_fails_its_layer_in_one_line(synthetic_image, tmp_pat
     assert "\n" not in str(info.value)
     assert layer_workers() == []
     assert not (tmp_path / "work").exists()
+
+
+_FORK_PROBE = """
+import sys, threading
+from pathlib import Path
+from nydusify_core import hookimpl
+from nydusify_core.conversion import ConvertOptions, convert
+from nydusify_core.plugins import create_plugin_manager
+from test_convert_processes import worker_cmdlines
+
+class Spy:
+    @hookimpl
+    def nydusify_before_build_layer(self, ctx, layer):
+        for cmdline in worker_cmdlines():
+            print("fork" if cmdline == Path("/proc/self/cmdline").read_bytes() else "exec")
+
+if sys.argv[3] == "thread":
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+plugins = create_plugin_manager()
+plugins.pm.register(Spy())
+convert(ConvertOptions(source=sys.argv[1], target=f"oci:{sys.argv[2]}:latest", workers=2, layer_processes=True), plugins)
+"""
+
+
+@pytest.mark.parametrize("threads, expected", [("one", "fork"), ("thread", "exec")])
+def test_workers_are_forked_only_from_a_single_threaded_process(threads: str, expected: str, start_method: str,
+                                                               synthetic_image, tmp_path: Path) -> None:
+    """Run in a fresh interpreter: this test process may already run server threads."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _FORK_PROBE, synthetic_image.ref, str(tmp_path / "out"), threads],
+        capture_output=True, text=True, cwd=Path(__file__).parent, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert probe.returncode == 0, probe.stderr
+    kinds = probe.stdout.split()
+    assert len(kinds) >= 2 and set(kinds) == {"exec" if start_method == "exec" else expected}

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import gc
 import io
+import os
 import pickle
 import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -36,10 +39,11 @@ from nydusify_core.rafs.builder import BuildOptions
 from nydusify_core.rafs.model import tree_building
 from nydusify_core.types import BuiltLayer
 
-__all__ = ["LayerProcessPool", "build_layer_stream", "picklable"]
+__all__ = ["ENV_START", "WORKER_NAME", "LayerProcessPool", "build_layer_stream", "picklable"]
 
 _COPY = 1 << 20
 _END = b""  # the message after a layer's last data block
+ENV_START = "NYDUSIFY_LAYER_WORKER_START"  # "exec": never fork layer workers (tests, debugging)
 _WORKER_MAIN = "import sys; from nydusify_core.conversion.layerproc import serve; serve(int(sys.argv[1]))"
 
 
@@ -122,18 +126,32 @@ def build_layer_stream(builder: Any, source: IO[bytes], *, media_type: str, labe
 
 def serve(fd: int) -> None:
     """The worker process: build the layers the parent sends over socket `fd`."""
-    _worker_main(Connection(fd))
-
-
-def _worker_main(conn: Connection) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
-    # A layer's records all stay alive until it is built, so collections during a build free
-    # nothing (see model.tree_building); here the whole process is ours: collect between layers.
-    gc.disable()
+    conn = Connection(fd)
     try:
         builder = conn.recv()
     except Exception:  # the parent has gone, or the builder's class is not importable here
         return
+    _serve_layers(conn, builder)
+
+
+WORKER_NAME = b"nydusify-layer"  # the workers' process name (ps, top, /proc/PID/comm)
+
+
+def _name_process() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, WORKER_NAME, 0, 0, 0)  # PR_SET_NAME
+    except Exception:  # not Linux: the name is only a courtesy
+        pass
+
+
+def _serve_layers(conn: Connection, builder: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
+    _name_process()
+    # A layer's records all stay alive until it is built, so collections during a build free
+    # nothing (see model.tree_building); here the whole process is ours: collect between layers.
+    gc.disable()
     while True:
         try:
             task = conn.recv()
@@ -164,29 +182,92 @@ def _worker_main(conn: Connection) -> None:
 # --- the parent side ----------------------------------------------------------------------
 
 
-class _Worker:
-    """A `python -c _WORKER_MAIN FD` child talking over a socket pair.
+class _Forked:
+    """The `subprocess.Popen` calls `_Worker` makes, for a child made by `os.fork`."""
 
-    A plain child process, not `multiprocessing`: its spawn mode would re-import the
-    caller's main module, which breaks scripts that call `convert` without a main guard."""
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"layer worker {self.pid}", timeout or 0)
+            time.sleep(0.005)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _can_fork() -> bool:
+    """Whether a worker may be forked from this process: only while it runs one thread,
+    since a lock another thread held at the fork would stay locked forever in the child."""
+    return hasattr(os, "fork") and threading.active_count() == 1 and os.environ.get(ENV_START) != "exec"
+
+
+def _fork(builder: Any, theirs: socket.socket, mine: socket.socket) -> _Forked:
+    pid = os.fork()
+    if pid:
+        return _Forked(pid)
+    code = 1
+    try:  # the child: never return into the parent's stack, never run its exit handlers
+        mine.close()
+        gc.freeze()  # the parent's objects: collections here must not touch (and copy) them
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _serve_layers(Connection(theirs.detach()), builder)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+class _Worker:
+    """A child process talking over a socket pair: forked from this process when that is
+    safe (it starts at once, with every module loaded), else `python -c _WORKER_MAIN FD`.
+
+    Not `multiprocessing`: its spawn mode would re-import the caller's main module, which
+    breaks scripts that call `convert` without a main guard."""
 
     def __init__(self, builder: Any) -> None:
         mine, theirs = socket.socketpair()
+        self.process: Any
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_MAIN, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
+            if _can_fork():
+                self.process = _fork(builder, theirs, mine)
+                self.conn = Connection(mine.detach())
+            else:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-c", _WORKER_MAIN, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                )
+                self.conn = Connection(mine.detach())
+                self.conn.send(builder)
         finally:
             theirs.close()
-        self.conn = Connection(mine.detach())
-        self.conn.send(builder)
+            mine.close()
+        self.retired = False
+
+    def retire(self) -> None:
+        """Ask the worker to exit when it is idle, without waiting for it."""
+        if not self.retired:
+            self.retired = True
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
 
     def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except OSError:
-            pass
+        self.retire()
         self.conn.close()
         try:
             self.process.wait(timeout=5)
@@ -260,6 +341,11 @@ class LayerProcessPool:
         worker.process.kill()
         worker.process.wait()
         self._add()
+
+    def retire(self) -> None:
+        """No more layers will come: the workers exit now, while the caller merges."""
+        for worker in self._all:
+            worker.retire()
 
     def close(self) -> None:
         for worker in self._all:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ class _Conversion:
         self.result = ConvertResult(source=options.source, target=options.target)
         self._uploaded: dict[str, int] = {}
         self.layer_pool: LayerProcessPool | None = None
+        self._lock = threading.Lock()
 
     def _open_backend(self) -> Any:
         if not self.options.external_backend:
@@ -196,11 +198,22 @@ class _Conversion:
             except OSError as exc:  # e.g. a sandbox that forbids new processes
                 log.warning("cannot start layer worker processes (%s): building in threads", exc.strerror or exc)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer")
+        self._layers_left = len(first)
         # largest first: the biggest layer bounds the wall time, so it must not start last
         for digest in sorted(first, key=lambda d: -sizes[d]):
             image, i = first[digest]
-            jobs[digest] = self.pool.submit(self._build_layer, image, i, self.progress)
+            jobs[digest] = self.pool.submit(self._build_layer_job, image, i, self.progress)
         return jobs
+
+    def _build_layer_job(self, image: _Image, index: int, progress: Progress) -> BuiltLayer:
+        try:
+            return self._build_layer(image, index, progress)
+        finally:
+            with self._lock:
+                self._layers_left -= 1
+                last = self._layers_left == 0
+            if last and self.layer_pool is not None:
+                self.layer_pool.retire()  # the workers' exit overlaps the merge
 
     # --- storing ------------------------------------------------------------------------
 
