@@ -32,7 +32,7 @@ from nydusify_core.oci.layertar import iter_tar_entries
 from nydusify_core.rafs.bootstrap import read_bootstrap
 from nydusify_core.rafs.builder import BuildOptions, normalize_prefetch
 from nydusify_core.rafs.merge import merge_bootstraps
-from nydusify_core.rafs.model import Bootstrap
+from nydusify_core.rafs.model import Bootstrap, tree_building
 from nydusify_core.rafs.tarbuild import build_tar_layer, inherit_implied_dirs, write_tar_bootstrap
 from nydusify_core.types import BLOB_DIGEST_COMPUTED, BuilderSpec, BuiltLayer
 
@@ -102,6 +102,10 @@ class RafsLayerBuilder:
 
     def merge(self, layers: Sequence[BuiltLayer], output: Path, options: BuildOptions) -> list[str]:
         """Overlay the layers' bootstraps into `output` (written atomically); the merged blob ids."""
+        with tree_building():  # the layer trees and the merged one all stay alive until the end
+            return self._merge(layers, output, options)
+
+    def _merge(self, layers: Sequence[BuiltLayer], output: Path, options: BuildOptions) -> list[str]:
         # a layer tree is handed over once: the merge changes it, and a layer shared by
         # two platforms' images must start from the file again for the second one
         boots = [layer.extra.pop(LAYER_TREE, None) or _read(layer.bootstrap_path, f"bootstrap of layer {i + 1}")
