@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import logging
 import os
@@ -20,9 +21,22 @@ from nydusify_core.commands.common import get_plugins
 log = logging.getLogger(__name__)
 
 
+# built-in subcommands: name -> (module under nydusify_core.commands, attribute); imported on
+# first lookup, so `convert` does not load `check`'s machinery and the like at start-up
+BUILTIN_COMMANDS = {
+    "build": ("pack", "pack_command"),  # upstream's older name for pack
+    "check": ("check", "check_command"),
+    "convert": ("convert", "convert_command"),
+    "inspect": ("inspect", "inspect_command"),
+    "pack": ("pack", "pack_command"),
+    "unpack": ("unpack", "unpack_command"),
+}
+
+
 class PluginGroup(click.Group):
-    """A group whose plugin-provided subcommands are collected on first lookup, per invocation
-    (Flask's lazy group), so the module-level group is never mutated by plugins."""
+    """A group whose built-in subcommands load on first lookup, and whose plugin-provided
+    ones are collected on first lookup, per invocation (Flask's lazy group), so the
+    module-level group is never mutated by plugins."""
 
     def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
         obj = ctx.find_root().ensure_object(dict)
@@ -32,14 +46,20 @@ class PluginGroup(click.Group):
                 get_plugins(ctx).register_commands(collector)
             except NydusifyError as exc:
                 log.warning("plugin commands unavailable: %s", exc)
-            obj["plugin_commands"] = {n: c for n, c in collector.commands.items() if n not in self.commands}
+            obj["plugin_commands"] = {
+                n: c for n, c in collector.commands.items() if n not in self.commands and n not in BUILTIN_COMMANDS
+            }
         return obj["plugin_commands"]
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
+        return sorted({*super().list_commands(ctx), *BUILTIN_COMMANDS, *self._plugin_commands(ctx)})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return super().get_command(ctx, name) or self._plugin_commands(ctx).get(name)
+        command = super().get_command(ctx, name)
+        if command is None and name in BUILTIN_COMMANDS:
+            module, attribute = BUILTIN_COMMANDS[name]
+            command = getattr(importlib.import_module(f"nydusify_core.commands.{module}"), attribute)
+        return command or self._plugin_commands(ctx).get(name)
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -76,24 +96,6 @@ def plugins_command(ctx: click.Context, show_all: bool, hook: str | None, as_jso
     widths = [max(len(str(x[i])) for x in [headers, *table]) for i in range(4)]
     for row in [headers, *table]:
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths)) + "  " + str(row[4]))
-
-
-def _add_builtin_commands() -> None:
-    from nydusify_core.commands.check import check_command
-    from nydusify_core.commands.convert import convert_command
-    from nydusify_core.commands.inspect import inspect_command
-    from nydusify_core.commands.pack import pack_command
-    from nydusify_core.commands.unpack import unpack_command
-
-    cli.add_command(check_command)
-    cli.add_command(convert_command)
-    cli.add_command(inspect_command)
-    cli.add_command(pack_command)
-    cli.add_command(pack_command, name="build")
-    cli.add_command(unpack_command)
-
-
-_add_builtin_commands()
 
 
 def _one_line(exc: BaseException) -> str:
