@@ -34,7 +34,7 @@ from typing import IO, Any
 from nydusify_core import errors
 from nydusify_core.conversion.readahead import ReadAhead
 from nydusify_core.errors import NydusifyError
-from nydusify_core.oci.layertar import open_layer_tar
+from nydusify_core.oci.layertar import decode_layer
 from nydusify_core.rafs.builder import BuildOptions
 from nydusify_core.rafs.model import tree_building
 from nydusify_core.types import BuiltLayer
@@ -82,18 +82,27 @@ class _PipeReader(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        """Up to `size` bytes; a whole message as received when it fits (no copy)."""
         if not self._pending:
             if self.ended:
-                return 0
+                return b""
             data = self._conn.recv_bytes()
             if data == _END:
                 self.ended = True
-                return 0
+                return b""
+            if size is None or size < 0 or size >= len(data):
+                return data
             self._pending = memoryview(data)
-        n = min(len(b), len(self._pending))
-        b[:n] = self._pending[:n]
+        n = len(self._pending) if size is None or size < 0 else min(size, len(self._pending))
+        out = bytes(self._pending[:n])
         self._pending = self._pending[n:]
-        return n
+        return out
 
     def drain(self) -> None:
         """Consume the rest of the layer so the parent's sends never block forever."""
@@ -108,7 +117,7 @@ def build_layer_stream(builder: Any, source: IO[bytes], *, media_type: str, labe
     """Inflate and build the compressed layer read from `source`, in this process, with
     inflating and hashing on their own thread; (built layer, diff_id). `source` is read to
     its end, so a verifying source has checked its digest when this returns."""
-    tar = open_layer_tar(source, media_type=media_type, layer=label)
+    tar = decode_layer(source, media_type=media_type, layer=label)
     ahead = ReadAhead(tar, block=_COPY, name="inflate")
     try:
         stream = io.BufferedReader(ahead, _COPY)
@@ -119,7 +128,7 @@ def build_layer_stream(builder: Any, source: IO[bytes], *, media_type: str, labe
         ahead.close()  # the reader thread has finished: `tar` and `source` are ours again
     while source.read(_COPY):  # anything after the compressed stream
         pass
-    diff_id = tar.raw.diff_id  # type: ignore[attr-defined]
+    diff_id = tar.diff_id
     assert diff_id is not None  # the stream was read to its end
     return built, diff_id
 
@@ -163,7 +172,7 @@ def _serve_layers(conn: Connection, builder: Any) -> None:
         reply: tuple[Any, ...]
         try:
             reply = ("ok", *build_layer_stream(
-                builder, io.BufferedReader(source, _COPY), media_type=task.media_type, label=task.label,
+                builder, source, media_type=task.media_type, label=task.label,
                 layer_dir=task.layer_dir, options=task.options,
             ))
         except NydusifyError as exc:

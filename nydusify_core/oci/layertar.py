@@ -153,7 +153,13 @@ def layer_where(label: str) -> str:
 
 def open_layer_tar(blob: IO[bytes], *, media_type: str = "", layer: str = "") -> IO[bytes]:
     """The uncompressed tar stream of a layer blob; decoding errors become `FormatError`."""
-    return io.BufferedReader(_DecodedStream(blob, media_type, layer), buffer_size=COPY_SIZE)
+    return io.BufferedReader(decode_layer(blob, media_type=media_type, layer=layer), buffer_size=COPY_SIZE)
+
+
+def decode_layer(blob: IO[bytes], *, media_type: str = "", layer: str = "") -> "_DecodedStream":
+    """`open_layer_tar` without the buffer: `read(n)` hands out the decoder's own blocks,
+    for a reader that has its own (a read-ahead thread); `diff_id` once read to the end."""
+    return _DecodedStream(blob, media_type, layer)
 
 
 class _Prefixed(io.RawIOBase):
@@ -167,15 +173,18 @@ class _Prefixed(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(b), len(self._head))
-            b[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._src.read(len(b))
+        data = self.read(len(b))
         n = len(data)
         b[:n] = data
         return n
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        """The source's own bytes objects, not copies (the inflater reads through this)."""
+        if self._head:
+            n = len(self._head) if size is None or size < 0 else min(size, len(self._head))
+            head, self._head = self._head[:n], self._head[n:]
+            return head
+        return self._src.read(size)
 
 
 class _ZstdFrameCheck(io.RawIOBase):
@@ -372,22 +381,29 @@ class _DecodedStream(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        """Up to `size` decoded bytes, as the decoder returned them (no copy)."""
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(COPY_SIZE), b""))
         try:
-            data = self._decoder.read(len(b))
+            data = self._decoder.read(size)
         except EOFError:
             raise FormatError(f"{self.where}: truncated {self.compression} stream") from None
         except (gzip.BadGzipFile, *INFLATE_ERRORS) as exc:
             raise FormatError(f"{self.where}: corrupt gzip stream ({exc})") from None
         except zstandard.ZstdError as exc:
             raise FormatError(f"{self.where}: corrupt zstd stream ({exc})") from None
-        n = len(data)
-        if n:
-            b[:n] = data
+        if data:
             self._hash.update(data)
-            self.size += n
-        else:
+            self.size += len(data)
+        elif size:
             self.eof = True
-        return n
+        return data
 
     @property
     def diff_id(self) -> str | None:
