@@ -12,6 +12,7 @@ from nydusify_core.errors import FormatError, UsageError
 from nydusify_core.rafs import constants as C
 from nydusify_core.rafs.merge import merge_bootstraps, whiteout_target
 from nydusify_core.rafs.model import BlobInfo, Bootstrap, ChunkInfo, Node
+from nydusify_core.rafs.bootstrap import detect_version, read_bootstrap, write_bootstrap
 from nydusify_core.rafs.v5 import V5Reader, read_v5, write_v5
 
 CS = 0x1000
@@ -258,16 +259,16 @@ def test_whiteout_target_names() -> None:
     assert whiteout_target(b".wh.") is None and whiteout_target(b"foo") is None
 
 
+def v6_layer(root: Node, blob_id: str) -> Bootstrap:
+    """A per-layer v6 bootstrap, read back (the v6 reader shares one inode's records among its paths)."""
+    blob = BlobInfo(blob_id=blob_id, chunk_size=CS, chunk_count=1, compressor="zstd", digester="blake3",
+                    features=C.BLOB_ALIGNED | C.BLOB_CAP_TAR_TOC, compressed_size=100, uncompressed_size=4096)
+    data = write_bootstrap(Bootstrap(version=6, root=root, blobs=[blob], chunk_size=CS))
+    assert detect_version(data) == 6
+    return read_bootstrap(data)
+
+
 def test_v6_layers_merge_through_the_dispatching_entry_point() -> None:
-    from nydusify_core.rafs.bootstrap import detect_version, read_bootstrap, write_bootstrap
-
-    def v6_layer(root: Node, blob_id: str) -> Bootstrap:
-        blob = BlobInfo(blob_id=blob_id, chunk_size=CS, chunk_count=1, compressor="zstd", digester="blake3",
-                        features=C.BLOB_ALIGNED | C.BLOB_CAP_TAR_TOC, compressed_size=100, uncompressed_size=4096)
-        data = write_bootstrap(Bootstrap(version=6, root=root, blobs=[blob], chunk_size=CS))
-        assert detect_version(data) == 6
-        return read_bootstrap(data)
-
     lower = v6_layer(d("/", d("etc", f("passwd", "p1"), f("group", "g1"))), "a" * 64)
     upper = v6_layer(d("/", d("etc", f(".wh.group"), f("passwd", "p2"))), "b" * 64)
     merged = merge_bootstraps([lower, upper])
@@ -276,3 +277,34 @@ def test_v6_layers_merge_through_the_dispatching_entry_point() -> None:
     assert got["/etc/passwd"].chunks[0].blob_index == 1
     with pytest.raises(FormatError, match="v5"):
         merge_bootstraps([lower, layer(d("/"), "c")])
+
+
+SCENARIOS = {
+    "whiteouts and replacements": lambda: [
+        layer(d("/", d("etc", f("passwd", "p1"), f("group", "g1")), d("opq", f("old", "o")), f("data", "d1"), mtime=0), "lower-blob"),
+        layer(d("/", d("etc", f(".wh.group"), f("passwd", "p2")), d("opq", f(".wh..wh..opq"), f("new", "n")),
+                d("data", f("inside", "i"))), "upper-blob"),
+    ],
+    "hardlink groups sharing chunk records": lambda: [  # the upper group's records remap 0 -> 1, once
+        v6_layer(d("/", f("w", "w1"), f("v", "v1", ino=9), f("u", "v1", ino=9)), "a" * 64),
+        v6_layer(d("/", f("x", "shared", ino=9), f("y", "shared", ino=9), f("z", "shared", ino=9)), "b" * 64),
+        v6_layer(d("/", f("y", "fresh"), f(".wh.z"), f(".wh.u")), "c" * 64),
+    ],
+    "an upper hardlink joining a lower file": lambda: [
+        layer(d("/", d("etc", f("passwd", "p1"))), "lower-blob"),
+        Bootstrap(version=5, root=d("/", d("bin", f("passwd-link", hardlink_to=b"/etc/passwd"))),
+                  chunk_size=CS, compressor="zstd", digester="sha256"),
+    ],
+    "layers sharing a blob": lambda: [
+        layer(d("/", f("a", "x")), "same-blob"), layer(d("/", f("b", "y")), "same-blob"),
+        layer(d("/", f("c", "z")), "other-blob"),
+    ],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_consuming_the_layers_gives_the_same_image(scenario: str) -> None:
+    """`consume` reuses the layers' records in place of copies; the result is the same."""
+    copied = merge_bootstraps(SCENARIOS[scenario](), prefetch=[b"/"])
+    consumed = merge_bootstraps(SCENARIOS[scenario](), prefetch=[b"/"], consume=True)
+    assert write_bootstrap(consumed) == write_bootstrap(copied)

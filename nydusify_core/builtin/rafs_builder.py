@@ -121,6 +121,7 @@ class RafsLayerBuilder:
             blob_sizes=[layer.blob_size for layer in layers],
             chunk_dict_blob_ids=dict_ids,
             prefetch=normalize_prefetch(tuple(options.prefetch) or DEFAULT_PREFETCH),
+            consume=True,  # the trees were handed over (or just read): nobody else holds them
         )
         atomic_write_bytes(output, write_tar_bootstrap(merged))
         return [b.blob_id for b in merged.blobs]
