@@ -34,7 +34,7 @@ from typing import IO, Any
 from nydusify_core import errors
 from nydusify_core.conversion.readahead import ReadAhead
 from nydusify_core.errors import NydusifyError
-from nydusify_core.oci.layertar import decode_layer
+from nydusify_core.oci.layertar import BlockReader, decode_layer
 from nydusify_core.rafs.builder import BuildOptions
 from nydusify_core.rafs.model import tree_building
 from nydusify_core.types import BuiltLayer
@@ -70,22 +70,13 @@ def picklable(obj: Any) -> bool:
 # --- the worker side ----------------------------------------------------------------------
 
 
-class _PipeReader(io.RawIOBase):
+class _PipeReader(BlockReader):
     """The layer's compressed bytes as the parent sends them, up to the end message."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._pending = memoryview(b"")
         self.ended = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
 
     def read(self, size: int = -1) -> bytes:  # type: ignore[override]
         """Up to `size` bytes; a whole message as received when it fits (no copy)."""

@@ -162,12 +162,9 @@ def decode_layer(blob: IO[bytes], *, media_type: str = "", layer: str = "") -> "
     return _DecodedStream(blob, media_type, layer)
 
 
-class _Prefixed(io.RawIOBase):
-    """Puts back the bytes read for sniffing in front of the rest of the stream."""
-
-    def __init__(self, head: bytes, src: IO[bytes]) -> None:
-        self._head = head
-        self._src = src
+class BlockReader(io.RawIOBase):
+    """A raw stream whose `read(n)` hands out its own blocks (no copy: the layer bytes pass
+    several of these); `readinto`, which buffered readers call, copies them."""
 
     def readable(self) -> bool:
         return True
@@ -177,6 +174,14 @@ class _Prefixed(io.RawIOBase):
         n = len(data)
         b[:n] = data
         return n
+
+
+class _Prefixed(BlockReader):
+    """Puts back the bytes read for sniffing in front of the rest of the stream."""
+
+    def __init__(self, head: bytes, src: IO[bytes]) -> None:
+        self._head = head
+        self._src = src
 
     def read(self, size: int = -1) -> bytes:  # type: ignore[override]
         """The source's own bytes objects, not copies (the inflater reads through this)."""
@@ -269,7 +274,7 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS  # the inflater parses the gzip header and che
 INFLATE_ERRORS = (zlib.error, _inflate_lib.error)
 
 
-class _Gunzip(io.RawIOBase):
+class _Gunzip(BlockReader):
     """gzip members (RFC 1952; several may follow each other, NUL padding after a member is
     skipped, as `gzip.GzipFile` does) inflated by ISA-L (or zlib) in large blocks.
 
@@ -285,9 +290,6 @@ class _Gunzip(io.RawIOBase):
         self._input = b""  # compressed bytes not yet given to zlib
         self._src_eof = False
 
-    def readable(self) -> bool:
-        return True
-
     def _fill(self) -> bool:
         """More compressed input into `_input`; False at the end of the source."""
         if self._src_eof:
@@ -298,12 +300,6 @@ class _Gunzip(io.RawIOBase):
             return False
         self._input = self._input + data if self._input else data
         return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        out = self.read(len(b))
-        n = len(out)
-        b[:n] = out
-        return n
 
     def read(self, size: int = -1) -> bytes:  # type: ignore[override]
         """Up to `size` bytes (no extra copy: zlib's output object is returned as is)."""
@@ -348,7 +344,7 @@ class _Gunzip(io.RawIOBase):
                 super().close()
 
 
-class _DecodedStream(io.RawIOBase):
+class _DecodedStream(BlockReader):
     """Decompressed bytes of a layer blob, with codec errors mapped to `FormatError` and a
     running sha256 of the output (the layer's diff_id once EOF is reached)."""
 
@@ -376,15 +372,6 @@ class _DecodedStream(io.RawIOBase):
         self._hash = hashlib.sha256()
         self.size = 0
         self.eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
 
     def read(self, size: int = -1) -> bytes:  # type: ignore[override]
         """Up to `size` decoded bytes, as the decoder returned them (no copy)."""

@@ -10,7 +10,7 @@ from nydusify_core.oci.descriptor import Descriptor
 from nydusify_core.types import EndpointOptions
 
 from nydusify_registry.connect import connect
-from nydusify_registry.reference import Reference, accepts, parse_reference
+from nydusify_registry.reference import Reference, parse_reference
 
 MANIFEST_LIKE = frozenset(mt.INDEX_TYPES | mt.MANIFEST_TYPES | mt.SCHEMA1_TYPES | {mt.NYDUS_MANIFEST_ARTIFACT})
 

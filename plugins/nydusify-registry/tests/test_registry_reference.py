@@ -14,7 +14,7 @@ from nydusify_registry.reference import (
     parse_reference,
     target_from_suffix,
 )
-from nydusify_registry.source import accepts
+from nydusify_registry.reference import accepts
 
 DIGEST = "sha256:" + "ab" * 32
 
