@@ -9,8 +9,10 @@ streams the still-compressed layer to the worker over a pipe, whose small buffer
 memory. A worker inflates, builds into the layer's work directory and answers with the
 `BuiltLayer` and the layer's diff_id.
 
-Used for large multi-layer images only (see `ConvertOptions.layer_processes`): starting a
-worker costs an interpreter start and the imports, which small images would notice.
+Used for large multi-layer images only (see `ConvertOptions.layer_processes`). A worker is
+forked from the converting process when that process runs one thread (the CLI does): it is
+ready at once, with every module loaded. Otherwise (threads of a caller's own) it is a fresh
+interpreter, which costs a start-up and the imports, something small images would notice.
 """
 
 from __future__ import annotations
