@@ -26,7 +26,7 @@ import collections
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, Iterator, Mapping, Sequence
 
 from nydusify_core.errors import FormatError, IntegrityError
 from nydusify_core.rafs import constants as C
@@ -153,6 +153,42 @@ def _work_batch(datas: list[bytes], compressor: str, digester: str) -> list[tupl
     return [_work(data, compressor, digester) for data in datas]
 
 
+class _BatchedHash:
+    """A hash fed in pieces of about 1 MiB. Each update of more than 2 KiB releases the GIL,
+    and a thread that releases it per ~10 KiB chunk waits for it again behind the other
+    threads (up to a switch interval each time); the blob's bytes pass one chunk at a time."""
+
+    _PIECE = 1 << 20
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._pending: list[bytes] = []
+        self._size = 0
+
+    def update(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size >= self._PIECE:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._inner.update(b"".join(self._pending))
+            self._pending, self._size = [], 0
+
+    def copy(self) -> Any:
+        self._flush()
+        return self._inner.copy()
+
+    def digest(self) -> bytes:
+        self._flush()
+        return self._inner.digest()
+
+    def hexdigest(self) -> str:
+        self._flush()
+        return self._inner.hexdigest()
+
+
 # Chunks are handed to the workers in batches of about this many bytes: one future per
 # small file would cost more in thread hand-offs (and GIL convoys) than compressing it.
 _BATCH_BYTES = 1 << 20
@@ -172,7 +208,7 @@ class BlobWriter:
         self.options = options
         self._out = out
         self._pos = 0
-        self._hash = hasher("sha256")  # blob id: everything but the blob.digest payload
+        self._hash = _BatchedHash(hasher("sha256"))  # blob id: everything but the blob.digest payload
         self._file_hash = None  # forks from _hash when the digest array is written
         self._uoff = 0
         self._chunk_count = 0

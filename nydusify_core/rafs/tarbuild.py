@@ -63,6 +63,7 @@ __all__ = [
 
 _DIR_MODE = stat.S_IFDIR | C.TAR_IMPLIED_DIR_MODE
 _S_IFMT = 0o170000
+_OUT_BUFFER = 1 << 20  # blob writes: chunks average ~10 KiB, one write syscall each with the default 8 KiB buffer
 
 
 def tar_writer_options(fs_version: int) -> dict[str, Any]:
@@ -316,7 +317,7 @@ def build_tar_layer(
     tmp_fd, tmp_name = tempfile.mkstemp(prefix=f".{blob_path.name}.", suffix=".tmp", dir=blob_path.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(tmp_fd, "w+b") as out:
+        with os.fdopen(tmp_fd, "w+b", buffering=_OUT_BUFFER) as out:
             writer = BlobWriter(out, options.blob_options(), chunk_dict=ChunkDict.from_bootstrap(dict_bs) if dict_bs else None)
             try:
                 with tree_building():  # every record made here stays alive: collections would free nothing
