@@ -2,7 +2,7 @@
 """Benchmark `nydusify convert` (OCI layout in, OCI layout out) against yardsticks timed in
 the same run. Not a test; run by hand as root:
 
-    python tests/benchmarks/bench_convert.py [--work /var/tmp/nydusify-bench] [--repeat 2]
+    python tests/benchmarks/bench_convert.py [--work /var/tmp/nydusify-bench] [--repeat 5]
 
 Prints, each with the issue's target:
 * convert with one worker / gunzip of all layers with Python's zlib, one worker  <= 3.0
@@ -193,11 +193,11 @@ def one_file_image(root: Path, size: int) -> str:
     return f"oci:{layout}:latest"
 
 
-def bench_args(description: str, work: str) -> argparse.Namespace:
+def bench_args(description: str, work: str, repeat: int = 2) -> argparse.Namespace:
     """--work (created) and --repeat, the options every benchmark script takes."""
     parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(work))
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=repeat)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     return args
@@ -216,7 +216,7 @@ def debian_image() -> tuple[Any, list[Path]]:
 
 
 def main() -> None:
-    args = bench_args(__doc__, "/var/tmp/nydusify-bench")
+    args = bench_args(__doc__, "/var/tmp/nydusify-bench", repeat=5)  # best of 5: two-core runs drift most
     image, layers = debian_image()
     out, work = args.work / "convert-out", args.work / "convert-work"
     run_convert(image.ref, out, work, 1)  # warm-up: bytecode cache, page cache of the layout
