@@ -45,6 +45,7 @@ __all__ = ["ENV_START", "WORKER_NAME", "LayerProcessPool", "build_layer_stream",
 
 _COPY = 1 << 20
 _END = b""  # the message after a layer's last data block
+_SOCKET_BUFFER = 4 << 20
 ENV_START = "NYDUSIFY_LAYER_WORKER_START"  # "exec": never fork layer workers (tests, debugging)
 _WORKER_MAIN = "import sys; from nydusify_core.conversion.layerproc import serve; serve(int(sys.argv[1]))"
 
@@ -242,6 +243,10 @@ class _Worker:
 
     def __init__(self, builder: Any) -> None:
         mine, theirs = socket.socketpair()
+        # room for a few 1 MiB messages: with the default ~200 KiB, every message took several
+        # wake-ups of both sides, and a busy machine delays each (the kernel caps the request)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
         self.process: Any
         try:
             if _can_fork():
