@@ -8,9 +8,10 @@ come from `nydusify_resolve_credentials(kind="oss")`, which this plugin answers 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 from nydusify_core import hookimpl
+from nydusify_core.lazy import lazy_callable, lazy_exports
 from nydusify_core.types import BackendSpec, Credentials
 
 from nydusify_oss.config import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, OssConfig, env_credentials
@@ -26,19 +27,8 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """The backend module imports oss2, slow to load: only when a oss backend is used."""
-    if name in ("OssBackend", "CONVERT_PART_SIZE", "PACK_PART_SIZE"):
-        from nydusify_oss import backend
-
-        return getattr(backend, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _create(config: Any, context: Any) -> Any:
-    from nydusify_oss.backend import OssBackend
-
-    return OssBackend(config, context)
+# the backend module imports oss2, slow to load: only when an oss backend is used
+__getattr__ = lazy_exports(__name__, {"OssBackend": "backend", "CONVERT_PART_SIZE": "backend", "PACK_PART_SIZE": "backend"})
 
 
 @hookimpl
@@ -47,7 +37,7 @@ def nydusify_register_backends() -> Iterable[BackendSpec]:
         name="oss",
         description="blobs in Aliyun OSS (config: endpoint, bucket_name, access_key_id, access_key_secret, object_prefix)",
         config_type=OssConfig,
-        create=_create,
+        create=lazy_callable("nydusify_oss.backend:OssBackend"),
     )
 
 

@@ -7,10 +7,11 @@ target repository) and credentials from the Docker CLI config.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 from nydusify_core.hookspecs import hookimpl
-from nydusify_core.types import BackendSpec, Credentials, EndpointOptions, SourceSpec, TargetSpec
+from nydusify_core.lazy import lazy_callable, lazy_exports
+from nydusify_core.types import BackendSpec, Credentials, SourceSpec, TargetSpec
 
 from nydusify_registry.config import RegistryBackendConfig
 from nydusify_registry.dockerconfig import DockerConfig, docker_credentials, load_docker_config
@@ -19,20 +20,10 @@ from nydusify_registry.reference import InvalidReferenceError, Reference, accept
 
 # names whose modules import `requests` (about 80 ms): loaded when first used, so that
 # conversions that never touch a registry do not pay for it at start-up
-_LAZY = {
+__getattr__ = lazy_exports(__name__, {
     "ClientOptions": "client", "RegistryClient": "client", "RetryPolicy": "client",
     "RegistryBackend": "backend", "RegistrySource": "source", "RegistryTarget": "target",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
+})
 
 __version__ = "0.1.0"
 
@@ -61,30 +52,14 @@ _DESCRIPTION = "an image in an OCI/Docker registry (host/repo[:tag][@digest])"
 
 @hookimpl
 def nydusify_register_sources() -> Iterable[SourceSpec]:
-    yield SourceSpec(name="registry", description=_DESCRIPTION, accepts=accepts, open=_open_source, catch_all=True)
-
-
-def _open_source(ref: str, options: EndpointOptions) -> Any:
-    from nydusify_registry.source import RegistrySource
-
-    return RegistrySource(ref, options)
-
-
-def _open_target(ref: str, options: EndpointOptions) -> Any:
-    from nydusify_registry.target import RegistryTarget
-
-    return RegistryTarget(ref, options)
-
-
-def _create_backend(config: RegistryBackendConfig, context: Any) -> Any:
-    from nydusify_registry.backend import RegistryBackend
-
-    return RegistryBackend(config, context)
+    yield SourceSpec(name="registry", description=_DESCRIPTION, accepts=accepts,
+                     open=lazy_callable("nydusify_registry.source:RegistrySource"), catch_all=True)
 
 
 @hookimpl
 def nydusify_register_targets() -> Iterable[TargetSpec]:
-    yield TargetSpec(name="registry", description=_DESCRIPTION, accepts=accepts, open=_open_target, catch_all=True)
+    yield TargetSpec(name="registry", description=_DESCRIPTION, accepts=accepts,
+                     open=lazy_callable("nydusify_registry.target:RegistryTarget"), catch_all=True)
 
 
 @hookimpl
@@ -93,7 +68,7 @@ def nydusify_register_backends() -> Iterable[BackendSpec]:
         name="registry",
         description="blobs in the target image's repository (config optional: insecure, plain_http, ca_file, chunk_size, retries)",
         config_type=RegistryBackendConfig,
-        create=_create_backend,
+        create=lazy_callable("nydusify_registry.backend:RegistryBackend"),
     )
 
 

@@ -8,9 +8,10 @@ when a plugin answers it, else from boto3's default chain (environment, shared c
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 from nydusify_core import hookimpl
+from nydusify_core.lazy import lazy_callable, lazy_exports
 from nydusify_core.types import BackendSpec
 
 from nydusify_s3.config import S3Config
@@ -19,19 +20,8 @@ __version__ = "0.1.0"
 __all__ = ["S3Backend", "S3Config", "CONVERT_PART_SIZE", "PACK_PART_SIZE"]
 
 
-def __getattr__(name: str) -> Any:
-    """The backend module imports boto3, slow to load: only when a s3 backend is used."""
-    if name in ("S3Backend", "CONVERT_PART_SIZE", "PACK_PART_SIZE"):
-        from nydusify_s3 import backend
-
-        return getattr(backend, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _create(config: Any, context: Any) -> Any:
-    from nydusify_s3.backend import S3Backend
-
-    return S3Backend(config, context)
+# the backend module imports boto3, slow to load: only when an s3 backend is used
+__getattr__ = lazy_exports(__name__, {"S3Backend": "backend", "CONVERT_PART_SIZE": "backend", "PACK_PART_SIZE": "backend"})
 
 
 @hookimpl
@@ -40,5 +30,5 @@ def nydusify_register_backends() -> Iterable[BackendSpec]:
         name="s3",
         description="blobs in S3 or an S3-compatible store (config: endpoint, scheme, region, bucket_name, keys, object_prefix)",
         config_type=S3Config,
-        create=_create,
+        create=lazy_callable("nydusify_s3.backend:S3Backend"),
     )
